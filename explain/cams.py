@@ -1,0 +1,81 @@
+"""Class activation map methods: each a short function of one layer's (activations, gradients).
+
+Inputs are (N, h, w, channels) for N images; outputs (N, h, w), one map per image, never
+averaged over images or layers. They run inside the engine's compiled pass, and on NumPy
+arrays as well (the results are tensors; call ``.numpy()``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+CamMethod = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+
+
+def grad_cam(activations: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
+    """Grad-CAM (Selvaraju et al. 2017): channels weighted by their mean gradient, then ReLU."""
+    weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
+    return tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1))
+
+
+def grad_cam_plus_plus(activations: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
+    """Grad-CAM++ (Chattopadhay et al. 2018), closed form for an exponential score."""
+    g2 = tf.square(gradients)
+    g3 = g2 * gradients
+    sum_a = tf.reduce_sum(activations, axis=(1, 2), keepdims=True)
+    denominator = 2.0 * g2 + sum_a * g3
+    alpha = tf.math.divide_no_nan(g2, denominator)
+    weights = tf.reduce_sum(alpha * tf.nn.relu(gradients), axis=(1, 2), keepdims=True)
+    return tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1))
+
+
+def layer_cam(activations: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
+    """Layer-CAM (Jiang et al. 2021): every position weighted by its own positive gradient."""
+    return tf.nn.relu(tf.reduce_sum(tf.nn.relu(gradients) * activations, axis=-1))
+
+
+METHODS: dict[str, CamMethod] = {
+    "gradcam": grad_cam,
+    "gradcam++": grad_cam_plus_plus,
+    "layercam": layer_cam,
+}
+METHOD_LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "layercam": "Layer-CAM"}
+
+
+@dataclass(frozen=True)
+class NormalizedMap:
+    """A map scaled to [0, 1], and whether it means anything."""
+
+    values: np.ndarray  # (h, w) float32 in [0, 1]
+    status: str  # "ok", "zero" or "not finite"
+    peak: float  # the raw maximum before scaling
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def message(self) -> str:
+        if self.status == "zero":
+            return (
+                "the map is zero everywhere: no position of this layer pushes the score for "
+                "this class up (try the other class, another layer, or Layer-CAM)"
+            )
+        if self.status == "not finite":
+            return "the map holds NaN or infinite values: the model's gradients overflowed here"
+        return ""
+
+
+def normalize(cam: np.ndarray, eps: float = 1e-12) -> NormalizedMap:
+    """Return ``cam`` scaled to [0, 1] by its maximum, flagging all-zero and non-finite maps."""
+    cam = np.asarray(cam, dtype=np.float32)
+    if not np.all(np.isfinite(cam)):
+        return NormalizedMap(np.zeros_like(cam), "not finite", float("nan"))
+    peak = float(cam.max()) if cam.size else 0.0
+    if peak <= eps:
+        return NormalizedMap(np.zeros_like(cam), "zero", peak)
+    return NormalizedMap(np.clip(cam / peak, 0.0, 1.0), "ok", peak)

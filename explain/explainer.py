@@ -1,0 +1,207 @@
+"""The engine's one pass: for a batch, a set of layers and a target class per image, ONE
+forward and ONE backward pass give the prediction and every layer's class activation maps.
+
+The compiled pass is built once per (model, layer set, methods) and cached; input shapes
+are fixed to the model's input size with a free batch dimension, so new photos, other
+classes and another kept layer never retrace.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from explain.cams import METHODS
+from explain.graph import walk
+from explain.heads import Head, find_head
+from explain.images import to_model_input
+from explain.layers import LayerCatalog, catalog
+
+DEFAULT_SIZE = 224
+
+
+@dataclass
+class Explanation:
+    """What one pass gives for N images."""
+
+    probabilities: np.ndarray  # (N, n_classes)
+    logits: np.ndarray  # (N, units)
+    targets: np.ndarray  # (N,) the class each map explains
+    class_names: list[str]
+    cams: dict[str, dict[str, np.ndarray]]  # method -> layer path -> (N, h, w), unscaled
+    kept_layer: str | None = None
+    kept_activations: np.ndarray | None = None  # (N, h, w, c) of ``kept_layer``
+    kept_gradients: np.ndarray | None = None
+    layers: list[str] = field(default_factory=list)
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+    def cam(self, layer: str, image: int = 0, method: str = "gradcam") -> np.ndarray:
+        return self.cams[method][layer][image]
+
+
+class Explainer:
+    """A model ready to be explained: its head, its layers, its cached compiled passes."""
+
+    def __init__(
+        self,
+        model: keras.Model,
+        class_names: Sequence[str] | None = None,
+        input_size: tuple[int, int] | None = None,
+        scale: float = 1.0,
+        offset: float = 0.0,
+    ):
+        self.model = model
+        self.head: Head = find_head(model)
+        shape = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None
+        if shape is None or len(shape) != 3:
+            raise ValueError(
+                f"the model takes input of shape {model.input_shape}; an image classifier takes "
+                "(height, width, channels)"
+            )
+        height, width, channels = shape
+        if input_size is not None:
+            height, width = input_size
+        self.input_shape = (int(height or DEFAULT_SIZE), int(width or DEFAULT_SIZE), int(channels or 3))
+        names = list(class_names or [])
+        if len(names) != self.head.n_classes:
+            names = [f"class {i}" for i in range(self.head.n_classes)]
+        self.class_names = names
+        self.scale, self.offset = scale, offset
+        self.layers: LayerCatalog = catalog(model, self.input_shape)
+        self._passes: dict[tuple, tf.types.experimental.GenericFunction] = {}
+        self._predict = None
+        self._lock = threading.Lock()
+        self.traces = 0
+
+    @classmethod
+    def from_card(cls, model: keras.Model, card) -> Explainer:
+        prep = card.preprocessing
+        scale = 1.0 if prep.rescale_inside_model else prep.scale
+        offset = 0.0 if prep.rescale_inside_model else prep.offset
+        return cls(model, card.class_names, tuple(prep.input_size), scale, offset)
+
+    # -- input ---------------------------------------------------------------------------
+    def prepare(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Return decoded RGB photos as one (N, H, W, C) float32 model batch."""
+        h, w, c = self.input_shape
+        return np.stack([to_model_input(rgb, (h, w), c, self.scale, self.offset) for rgb in images])
+
+    # -- compiled functions --------------------------------------------------------------
+    def _signature(self) -> list[tf.TensorSpec]:
+        return [tf.TensorSpec((None, *self.input_shape), tf.float32)]
+
+    def _logits(self, x: tf.Tensor, record=None) -> tf.Tensor:
+        linear = self.head.path if self.head.strip_activation else None
+        return tf.cast(walk(self.model, x, record, linear_head=linear), tf.float32)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Return (N, n_classes) probabilities."""
+        with self._lock:
+            if self._predict is None:
+
+                def predict(x):
+                    self.traces += 1
+                    return self.head.probabilities(self._logits(x))
+
+                self._predict = tf.function(predict, input_signature=self._signature(), autograph=False)
+        return self._predict(tf.convert_to_tensor(batch, tf.float32)).numpy()
+
+    def _pass_for(self, layers: tuple[str, ...], methods: tuple[str, ...]):
+        key = (layers, methods)
+        with self._lock:
+            fn = self._passes.get(key)
+            if fn is None:
+                fn = self._build_pass(layers, methods)
+                self._passes[key] = fn
+        return fn
+
+    def _build_pass(self, layers: tuple[str, ...], methods: tuple[str, ...]):
+        wanted = set(layers)
+
+        def one_pass(x, classes, keep):
+            self.traces += 1
+            taps: dict[str, tf.Tensor] = {}
+
+            def record(path, _layer, out):
+                if path in wanted:
+                    taps[path] = out
+
+            with tf.GradientTape() as tape:
+                logits = self._logits(x, record)
+                probabilities = self.head.probabilities(logits)
+                predicted = tf.argmax(probabilities, axis=1, output_type=tf.int32)
+                targets = tf.where(classes < 0, predicted, classes)
+                score = tf.reduce_sum(self.head.class_score(logits, targets))
+            activations = [taps[p] for p in layers]
+            gradients = tape.gradient(score, activations)
+            activations = [tf.cast(a, tf.float32) for a in activations]
+            gradients = [
+                tf.zeros_like(a) if g is None else tf.cast(g, tf.float32)
+                for a, g in zip(activations, gradients)
+            ]
+            cams = {m: [METHODS[m](a, g) for a, g in zip(activations, gradients)] for m in methods}
+            none = lambda: tf.zeros((0, 1, 1, 1), tf.float32)  # noqa: E731
+            kept_a = tf.switch_case(keep, [lambda a=a: a for a in activations], default=none)
+            kept_g = tf.switch_case(keep, [lambda g=g: g for g in gradients], default=none)
+            return probabilities, logits, targets, cams, kept_a, kept_g
+
+        signature = [
+            *self._signature(),
+            tf.TensorSpec((None,), tf.int32),
+            tf.TensorSpec((), tf.int32),
+        ]
+        return tf.function(one_pass, input_signature=signature, autograph=False)
+
+    def explain(
+        self,
+        batch: np.ndarray,
+        layers: Sequence[str] | str = "last",
+        classes: Sequence[int] | int | None = None,
+        methods: Sequence[str] = ("gradcam",),
+        keep: str | None = None,
+    ) -> Explanation:
+        """Return predictions and maps for every image in ``batch`` at every layer in ``layers``.
+
+        ``classes`` gives the class each image's maps explain (``None`` or -1: the predicted
+        class). ``keep`` names one of ``layers`` whose raw activations and gradients are
+        returned too (for feature maps). Layer order follows the network.
+        """
+        paths = self.layers.resolve(layers)
+        if keep is not None and keep not in paths:
+            paths.append(keep)
+        order = {p: i for i, p in enumerate(self.layers.paths)}
+        paths = tuple(sorted(paths, key=order.__getitem__))
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown:
+            raise KeyError(f"unknown method {unknown[0]!r}; choose from {sorted(METHODS)}")
+        batch = np.asarray(batch, dtype=np.float32)
+        n = len(batch)
+        if classes is None:
+            classes = -1
+        target = np.broadcast_to(np.asarray(classes, dtype=np.int32), (n,)).copy()
+        if np.any(target >= self.head.n_classes):
+            raise ValueError(f"class index out of range for a {self.head.n_classes}-class model")
+        keep_index = paths.index(keep) if keep is not None else -1
+        fn = self._pass_for(paths, tuple(methods))
+        probs, logits, targets, cams, kept_a, kept_g = fn(
+            tf.convert_to_tensor(batch), tf.convert_to_tensor(target), tf.constant(keep_index, tf.int32)
+        )
+        return Explanation(
+            probabilities=probs.numpy(),
+            logits=logits.numpy(),
+            targets=targets.numpy(),
+            class_names=self.class_names,
+            cams={m: {p: c.numpy() for p, c in zip(paths, cams[m])} for m in methods},
+            kept_layer=keep,
+            kept_activations=kept_a.numpy() if keep is not None else None,
+            kept_gradients=kept_g.numpy() if keep is not None else None,
+            layers=list(paths),
+        )

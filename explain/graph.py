@@ -1,0 +1,104 @@
+"""Run a Keras model layer by layer, seeing every layer's output, nested models included.
+
+``keras.Model(outer.inputs, nested_layer.output)`` fails with "Graph disconnected" when the
+layer sits inside a nested backbone. Instead we replay the model's own graph, descending
+into nested models, and hand each layer's output to a callback. Run inside a
+``tf.function`` this builds exactly the graph the model builds itself.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import keras
+from keras.src.models.functional import Functional
+
+OutputCallback = Callable[[str, keras.layers.Layer, Any], None]
+
+#: Held while a head's activation is swapped for tracing (see :func:`walk`).
+_SWAP_LOCK = threading.RLock()
+
+
+class UnsupportedModel(ValueError):
+    """A model whose layers cannot be replayed (for example a subclassed model)."""
+
+
+def is_container(layer: keras.layers.Layer) -> bool:
+    return isinstance(layer, (keras.Sequential, Functional))
+
+
+def walk(
+    model: keras.Model,
+    inputs: Any,
+    on_output: OutputCallback | None = None,
+    linear_head: str | None = None,
+) -> Any:
+    """Return the model's output for ``inputs``, calling ``on_output(path, layer, out)`` per layer.
+
+    Paths name nested layers as ``"outer_layer/inner_layer"``. Layers run in inference mode.
+    ``linear_head`` is the path of a layer whose activation is left out (to get logits).
+    """
+    walker = _Walker(on_output or (lambda *_: None), linear_head)
+    with _SWAP_LOCK:
+        return walker.run(model, inputs, "")
+
+
+class _Walker:
+    def __init__(self, on_output: OutputCallback, linear_head: str | None):
+        self.on_output = on_output
+        self.linear_head = linear_head
+
+    def run(self, model: keras.Model, inputs: Any, prefix: str) -> Any:
+        if isinstance(model, keras.Sequential):
+            x = inputs
+            for layer in model.layers:
+                x = self.call(layer, prefix, x)
+            return x
+        if isinstance(model, Functional):
+            return model._run_through_graph(
+                inputs, operation_fn=lambda op: lambda *a, **k: self.call(op, prefix, *a, **k)
+            )
+        raise UnsupportedModel(
+            f"{type(model).__name__} is a subclassed model; only Functional and Sequential "
+            "models (and models nested in them) can be explained layer by layer"
+        )
+
+    def call(self, layer: keras.layers.Layer, prefix: str, *args: Any, **kwargs: Any) -> Any:
+        path = prefix + layer.name
+        if is_container(layer):
+            out = self.run(layer, args[0] if len(args) == 1 else list(args), path + "/")
+        else:
+            if getattr(layer, "_call_has_training_arg", False):
+                kwargs["training"] = False
+            if path == self.linear_head:
+                out = _call_without_activation(layer, *args, **kwargs)
+            else:
+                out = layer(*args, **kwargs)
+        self.on_output(path, layer, out)
+        return out
+
+
+def _call_without_activation(layer: keras.layers.Layer, *args: Any, **kwargs: Any) -> Any:
+    if isinstance(layer, (keras.layers.Activation, keras.layers.Softmax)):
+        return args[0]
+    saved = layer.activation
+    layer.activation = keras.activations.linear
+    try:
+        return layer(*args, **kwargs)
+    finally:
+        layer.activation = saved
+
+
+def output_layer(model: keras.Model, prefix: str = "") -> tuple[str, keras.layers.Layer]:
+    """Return (path, layer) of the layer that produces the model's (first) output."""
+    if isinstance(model, keras.Sequential):
+        layer = model.layers[-1]
+    elif isinstance(model, Functional):
+        layer = model.outputs[0]._keras_history[0]
+    else:
+        raise UnsupportedModel(f"{type(model).__name__} is a subclassed model")
+    if is_container(layer):
+        return output_layer(layer, prefix + layer.name + "/")
+    return prefix + layer.name, layer

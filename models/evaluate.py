@@ -1,0 +1,203 @@
+"""Evaluate a model on a labelled folder.
+
+    python -m models.evaluate --model resnet50 --data ../shared/data/cats_vs_dogs/test [--json]
+
+Prints accuracy, loss, ROC AUC, the confusion matrix and the misclassified files;
+``--update-card`` writes the figures into the model's card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from explain.explainer import Explainer  # noqa: E402
+from explain.images import ImageError, decode_image  # noqa: E402
+from explain.metrics import accuracy, confusion_matrix, log_loss, roc_auc  # noqa: E402
+from models.data import LabelledFiles, list_labelled  # noqa: E402
+from models.registry import ModelLoadError, completed_card, find, load_model  # noqa: E402
+
+
+@dataclass
+class Evaluation:
+    """The figures of one model on one labelled folder."""
+
+    model: str
+    data: str
+    n: int
+    accuracy: float
+    loss: float
+    roc_auc: float | None
+    class_names: list[str]
+    confusion: list[list[int]]  # [true][predicted]
+    misclassified: list[dict]  # file, true, predicted, probability of the predicted class
+    unreadable: list[str]
+    seconds: float
+    input_size: list[int]
+
+    def summary(self) -> dict:
+        return {
+            "accuracy": round(self.accuracy, 4),
+            "loss": round(self.loss, 4),
+            "roc_auc": None if self.roc_auc is None else round(self.roc_auc, 4),
+            "n": self.n,
+            "data": self.data,
+            "confusion": self.confusion,
+            "input_size": self.input_size,
+        }
+
+
+def predict_files(
+    explainer: Explainer,
+    files: LabelledFiles,
+    batch_size: int = 32,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Return (probabilities, indices of readable files, unreadable file messages)."""
+    probs: list[np.ndarray] = []
+    kept: list[int] = []
+    bad: list[str] = []
+    for start in range(0, len(files), batch_size):
+        images, index = [], []
+        for i in range(start, min(start + batch_size, len(files))):
+            try:
+                with open(files.paths[i], "rb") as fh:
+                    images.append(decode_image(fh.read()))
+                index.append(i)
+            except (ImageError, OSError) as err:
+                bad.append(f"{files.paths[i]}: {err}")
+        if images:
+            probs.append(explainer.predict(explainer.prepare(images)))
+            kept.extend(index)
+        if progress:
+            progress(min(start + batch_size, len(files)), len(files))
+    n_classes = explainer.head.n_classes
+    stacked = np.concatenate(probs) if probs else np.zeros((0, n_classes), np.float32)
+    return stacked, np.asarray(kept, dtype=np.int64), bad
+
+
+def evaluate(
+    explainer: Explainer,
+    files: LabelledFiles,
+    model_name: str = "",
+    batch_size: int = 32,
+    progress: Callable[[int, int], None] | None = None,
+) -> Evaluation:
+    """Return the :class:`Evaluation` of ``explainer``'s model on ``files``."""
+    t0 = time.time()
+    probs, kept, bad = predict_files(explainer, files, batch_size, progress)
+    labels = files.labels[kept]
+    predicted = probs.argmax(axis=1) if len(probs) else np.zeros(0, np.int64)
+    n_classes = explainer.head.n_classes
+    auc = roc_auc(probs[:, 1], labels == 1) if n_classes == 2 and len(labels) else None
+    wrong = np.flatnonzero(predicted != labels)
+    wrong = wrong[np.argsort(-probs[wrong, predicted[wrong]])]
+    names = list(files.class_names)
+    return Evaluation(
+        model=model_name,
+        data=str(Path(files.paths[0]).parent.parent) if files.paths else "",
+        n=int(len(labels)),
+        accuracy=accuracy(probs, labels),
+        loss=log_loss(probs, labels),
+        roc_auc=None if auc is None or np.isnan(auc) else auc,
+        class_names=names,
+        confusion=confusion_matrix(labels, predicted, n_classes).tolist(),
+        misclassified=[
+            {
+                "file": files.paths[kept[i]],
+                "true": names[labels[i]],
+                "predicted": names[predicted[i]] if predicted[i] < len(names) else str(predicted[i]),
+                "probability": round(float(probs[i, predicted[i]]), 4),
+            }
+            for i in wrong
+        ],
+        unreadable=bad,
+        seconds=time.time() - t0,
+        input_size=list(explainer.input_shape[:2]),
+    )
+
+
+def format_report(result: Evaluation, max_files: int = 20) -> str:
+    names = result.class_names
+    width = max(len(n) for n in names) + 2
+    lines = [
+        f"model     {result.model}",
+        f"data      {result.data}  ({result.n} photos, input {result.input_size[0]}x{result.input_size[1]})",
+        f"accuracy  {result.accuracy:.4f}",
+        f"loss      {result.loss:.4f}",
+    ]
+    if result.roc_auc is not None:
+        lines.append(f"ROC AUC   {result.roc_auc:.4f}")
+    lines += ["", "confusion (rows: true, columns: predicted)", " " * width + "".join(n.rjust(width) for n in names)]
+    for name, row in zip(names, result.confusion):
+        lines.append(name.ljust(width) + "".join(str(v).rjust(width) for v in row))
+    lines += ["", f"misclassified: {len(result.misclassified)} (most confident first)"]
+    for item in result.misclassified[:max_files]:
+        lines.append(f"  {item['file']}  true {item['true']}, said {item['predicted']} ({item['probability']:.3f})")
+    if len(result.misclassified) > max_files:
+        lines.append(f"  ... and {len(result.misclassified) - max_files} more (--json lists all)")
+    for message in result.unreadable:
+        lines.append(f"unreadable: {message}")
+    lines.append(f"\n{result.seconds:.1f} s")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m models.evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="registry name or path of a model file")
+    parser.add_argument("--data", required=True, help="folder of class subfolders or cat.N.jpg files")
+    parser.add_argument("--size", type=int, help="input side to evaluate at (default: the card's)")
+    parser.add_argument("--limit", type=int, help="at most this many photos per class (the first)")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--update-card", action="store_true", help="write the figures into the card")
+    args = parser.parse_args(argv)
+    try:
+        entry = find(args.model)
+        model = load_model(entry.path)
+        card = completed_card(entry, model)
+        explainer = Explainer.from_card(model, card)
+        if args.size:
+            explainer = Explainer(model, card.class_names, (args.size, args.size),
+                                  explainer.scale, explainer.offset)
+        files = list_labelled(args.data, card.class_names or None)
+    except (ModelLoadError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.limit:
+        keep = np.concatenate(
+            [np.flatnonzero(files.labels == c)[: args.limit] for c in range(len(files.class_names))]
+        )
+        files = files.subset(keep)
+    tty = sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:
+        if tty:
+            print(f"\r{done}/{total}", end="", file=sys.stderr, flush=True)
+
+    result = evaluate(explainer, files, entry.name, args.batch, progress)
+    if tty:
+        print(file=sys.stderr)
+    if args.update_card and entry.has_card:
+        entry.card.test = {**result.summary(), "misclassified": len(result.misclassified)}
+        entry.card.save(entry.path.with_suffix(".json"))
+    if args.json:
+        print(json.dumps(asdict(result), indent=2))
+    else:
+        print(format_report(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,97 @@
+"""Layer depth: two models side by side, the explanation at every residual block."""
+
+import streamlit as st
+
+from explain.cams import METHOD_LABELS
+from explain.overlay import COLORMAPS
+from ui.render import overlay_for, thumbnail
+from ui.state import explain, model_picker, photo_inputs, sidebar_models, try_load
+
+st.set_page_config(page_title="Layer depth", page_icon="🪜", layout="wide")
+st.title("🪜 Layer depth")
+st.write("How what the network looks at changes with depth: the same photo, two models, "
+         "a map at every block, aligned by stage and by relative depth (0 = first layer, 1 = last).")
+
+entries = sidebar_models()
+names = [e.name for e in entries]
+with st.sidebar:
+    method = st.selectbox("Method", list(METHOD_LABELS), format_func=METHOD_LABELS.get, key="depth_method")
+    colormap = st.selectbox("Colormap", list(COLORMAPS), key="depth_colormap")
+    opacity = st.slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key="depth_opacity")
+    target_mode = st.radio("Explain", ["predicted class", "first class", "second class"], key="depth_target")
+if len(entries) < 1:
+    st.warning("No models found.")
+    st.stop()
+c1, c2 = st.columns(2)
+with c1:
+    left_entry = model_picker("Left model", entries, "depth_left", "resnet50")
+with c2:
+    right_default = "resnet101" if "resnet101" in names else names[min(1, len(names) - 1)]
+    right_entry = model_picker("Right model", entries, "depth_right", right_default)
+
+photos, errors = photo_inputs("depth", multiple=False)
+for message in errors:
+    st.error(message)
+if not photos:
+    st.info("Upload a photo or pick a sample to begin.")
+    st.stop()
+photo = photos[0]
+small = thumbnail(photo.rgb, 256)
+stage_ends_only = st.toggle("Stage ends only", value=False, key="depth_stage_ends")
+depth = st.slider("Depth (moves both columns)", 0.0, 1.0, 1.0, 0.01, key="depth_slider")
+
+panels = []
+for entry in (left_entry, right_entry):
+    loaded, error = try_load(entry)
+    if error:
+        st.error(f"Cannot use model {entry.name}: {error}")
+        st.stop()
+    catalog = loaded.explainer.layers
+    shown = catalog.stage_ends() if stage_ends_only else (catalog.blocks or catalog.layers)
+    target = {"predicted class": -1, "first class": 0, "second class": 1}[target_mode]
+    with st.spinner(f"Explaining with {loaded.name} at {len(catalog.blocks)} blocks…"):
+        result = explain(loaded, photo, [info.path for info in catalog.blocks or catalog.layers],
+                         target, (method,))
+    panels.append((loaded, shown, result))
+
+columns = st.columns(2)
+for column, (loaded, shown, result) in zip(columns, panels):
+    explainer = loaded.explainer
+    predicted = int(result.predicted[0])
+    probability = float(result.probabilities[0, predicted])
+    with column:
+        st.subheader(loaded.name)
+        st.markdown(f"Prediction: **{explainer.class_names[predicted]}** ({probability:.1%}); "
+                    f"maps explain **{explainer.class_names[int(result.targets[0])]}**")
+        focus = min(shown, key=lambda info: abs(info.depth - depth))
+        picture, scaled = overlay_for(photo.rgb, result.cam(focus.path, 0, method), opacity, colormap)
+        st.image(picture, caption=f"{focus.path} · depth {focus.depth:.2f} · {focus.shape[0]}×{focus.shape[1]} map",
+                 width="stretch")
+        if not scaled.ok:
+            st.warning(scaled.message)
+
+st.divider()
+st.subheader("Every block, by stage")
+stages_left = {}
+for info in panels[0][1]:
+    stages_left.setdefault(info.stage, []).append(info)
+stages_right = {}
+for info in panels[1][1]:
+    stages_right.setdefault(info.stage, []).append(info)
+aligned = list(stages_left) == list(stages_right)
+rows = list(dict.fromkeys(list(stages_left) + list(stages_right))) if aligned else ["all"]
+for stage in rows:
+    if aligned:
+        st.markdown(f"**{stage}**")
+    cols = st.columns(2)
+    for col, (loaded, shown, result), stages in zip(cols, panels, (stages_left, stages_right)):
+        infos = stages.get(stage, []) if aligned else shown
+        with col:
+            pictures, captions = [], []
+            for info in infos:
+                picture, scaled = overlay_for(small, result.cam(info.path, 0, method), opacity, colormap)
+                pictures.append(picture)
+                flag = "" if scaled.ok else f" ⚠ {scaled.status}"
+                captions.append(f"{info.name} · {info.depth:.2f}{flag}")
+            if pictures:
+                st.image(pictures, caption=captions, width=150)

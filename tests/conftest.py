@@ -1,0 +1,80 @@
+"""Shared fixtures: tiny models saved and reloaded the way a user's file is, and photos."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from pathlib import Path  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+CATS_VS_DOGS = SHARED_DATA / "cats_vs_dogs"
+needs_shared_data = pytest.mark.skipif(
+    not (CATS_VS_DOGS / "test").is_dir(),
+    reason="../shared/data/cats_vs_dogs is not beside this checkout (real-photo tests skipped)",
+)
+
+
+def save_and_reload(model: keras.Model, folder: Path, name: str = "model") -> keras.Model:
+    """Save ``model`` as .keras and load it back in safe mode, as the app does with user files."""
+    from models.registry import load_model
+
+    path = folder / f"{name}.keras"
+    model.save(path)
+    return load_model(path)
+
+
+def random_photo(seed: int, size: tuple[int, int] = (120, 160)) -> np.ndarray:
+    """A smooth random RGB uint8 picture (blobs, not white noise)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    return cv2.resize(small, (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
+
+
+def real_photo(kind: str = "cats", index: int = 4001) -> np.ndarray | None:
+    path = CATS_VS_DOGS / "test" / kind / f"{kind[:-1]}.{index}.jpg"
+    if not path.is_file():
+        return None
+    from explain.images import decode_image
+
+    return decode_image(path.read_bytes())
+
+
+@pytest.fixture(scope="session")
+def photo() -> np.ndarray:
+    """A real cat photo where ../shared/data exists, else a generated picture."""
+    found = real_photo()
+    return found if found is not None else random_photo(0, (375, 500))
+
+
+@pytest.fixture(scope="session")
+def small_model_dir(tmp_path_factory) -> Path:
+    """A models folder holding one small CNN with its card and a training history."""
+    from models.build import build_small_cnn
+    from models.card import ModelCard, Preprocessing
+
+    folder = tmp_path_factory.mktemp("models")
+    keras.utils.set_random_seed(1)
+    model = build_small_cnn(input_size=64)
+    model.save(folder / "tiny.keras")
+    (folder / "tiny.history.csv").write_text(
+        "epoch,accuracy,loss,val_accuracy,val_loss\n"
+        "0,0.55,0.69,0.52,0.70\n1,0.61,0.65,0.58,0.67\n2,0.66,0.61,0.60,0.66\n"
+    )
+    ModelCard(
+        name="tiny",
+        architecture="small_cnn",
+        class_names=["cat", "dog"],
+        preprocessing=Preprocessing(input_size=(64, 64)),
+        history="tiny.history.csv",
+        test={"accuracy": 0.6, "loss": 0.66, "n": 40},
+    ).save(folder / "tiny.json")
+    return folder

@@ -1,0 +1,163 @@
+"""Cached resources for the pages: models through cache_resource, maps through cache_data."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+
+from explain.explainer import Explainer, Explanation
+from explain.images import ImageError, decode_image
+from models.card import ModelCard
+from models.registry import ModelLoadError, RegistryEntry, completed_card, load_model, scan
+
+MAX_PHOTOS = 16
+
+
+@dataclass
+class Photo:
+    """One photo the user gave us: its name, digest and decoded pixels."""
+
+    name: str
+    digest: str
+    rgb: np.ndarray
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    card: ModelCard
+    explainer: Explainer
+    parameters: int
+
+
+def digest_of(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
+def registry(extra: str | None = None) -> list[RegistryEntry]:
+    return scan(extra or None)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _load(path: str, mtime: float, card_json: str) -> LoadedModel:
+    import json
+
+    from models.registry import entry_for
+
+    entry = entry_for(path)
+    entry.card = ModelCard.from_dict(json.loads(card_json)) if card_json else entry.card
+    model = load_model(path)
+    card = completed_card(entry, model)
+    explainer = Explainer.from_card(model, card)
+    return LoadedModel(card.name, card, explainer, int(model.count_params()))
+
+
+def load(entry: RegistryEntry) -> LoadedModel:
+    """Return the loaded model of ``entry`` (cached); raise ModelLoadError/ValueError."""
+    import json
+
+    card_json = json.dumps(entry.card.to_dict()) if entry.has_card else ""
+    with st.spinner(f"Loading {entry.name} (first time only)…"):
+        loaded = _load(str(entry.path), entry.path.stat().st_mtime, card_json)
+    return loaded
+
+
+def try_load(entry: RegistryEntry) -> tuple[LoadedModel | None, str | None]:
+    try:
+        return load(entry), None
+    except (ModelLoadError, ValueError, KeyError, OSError) as err:
+        return None, str(err)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _decode(digest: str, _data: bytes) -> np.ndarray:
+    return decode_image(_data)
+
+
+def decode(name: str, data: bytes) -> Photo:
+    """Decode an upload (cached by content); raise ImageError with a one-line reason."""
+    digest = digest_of(data)
+    return Photo(name, digest, _decode(digest, data))
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def _explain(
+    model_key: str, digest: str, layers: tuple[str, ...], target: int, methods: tuple[str, ...],
+    keep: str | None, _explainer: Explainer, _rgb: np.ndarray,
+) -> Explanation:
+    return _explainer.explain(_explainer.prepare([_rgb]), list(layers), target, methods, keep)
+
+
+def explain(
+    loaded: LoadedModel, photo: Photo, layers: list[str], target: int = -1,
+    methods: tuple[str, ...] = ("gradcam",), keep: str | None = None,
+) -> Explanation:
+    """Return the one-pass explanation of one photo, cached by (model, photo, layers, class, method)."""
+    key = f"{loaded.name}:{id(loaded.explainer)}"
+    return _explain(key, photo.digest, tuple(layers), int(target), tuple(methods), keep,
+                    loaded.explainer, photo.rgb)
+
+
+def photo_inputs(key: str, multiple: bool = True) -> tuple[list[Photo], list[str]]:
+    """Show the upload and sample widgets; return the decoded photos and per-file errors."""
+    from ui.samples import available_samples
+
+    uploads = st.file_uploader(
+        "Upload photos" if multiple else "Upload a photo",
+        type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"],
+        accept_multiple_files=multiple,
+        key=f"{key}_upload",
+    )
+    if uploads is None:
+        uploads = []
+    elif not isinstance(uploads, list):
+        uploads = [uploads]
+    samples = available_samples()
+    chosen = st.multiselect(
+        "…or pick samples" if multiple else "…or pick a sample",
+        list(samples),
+        default=list(samples)[:1] if not uploads else [],
+        max_selections=None if multiple else 1,
+        key=f"{key}_samples",
+    )
+    photos, errors = [], []
+    given = [(u.name, u.getvalue) for u in uploads] + [(n, samples[n]) for n in chosen]
+    if len(given) > MAX_PHOTOS:
+        errors.append(f"{len(given)} photos given; only the first {MAX_PHOTOS} are used")
+        given = given[:MAX_PHOTOS]
+    for name, read in given:
+        try:
+            photos.append(decode(name, read()))
+        except ImageError as err:
+            errors.append(f"{name}: {err}")
+    return photos, errors
+
+
+def model_picker(label: str, entries: list[RegistryEntry], key: str, default: str | None = None):
+    """Show a model select box; return the chosen entry (or None when there is none)."""
+    if not entries:
+        st.warning("No models found. Put .keras files in models/default or set CVD_MODELS_DIR.")
+        return None
+    names = [e.name for e in entries]
+    index = names.index(default) if default in names else 0
+    name = st.selectbox(label, names, index=index, key=key)
+    return entries[names.index(name)]
+
+
+def sidebar_models() -> list[RegistryEntry]:
+    """Show the sidebar's model-folder field; return the registry's entries."""
+    with st.sidebar:
+        folder = st.text_input(
+            "Extra model folder",
+            key="model_folder",
+            help="A folder of .keras/.h5 files (with optional .json cards), besides the shipped ones. "
+            "The CVD_MODELS_DIR environment variable does the same.",
+        )
+    entries = registry(folder.strip() or None)
+    for entry in entries:
+        if entry.card_error:
+            st.sidebar.warning(entry.card_error)
+    return entries
