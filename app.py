@@ -8,53 +8,65 @@ import streamlit as st
 from explain.device import describe_device
 from ui.state import sidebar_models, try_load
 
-st.set_page_config(page_title="What does the network look at?", page_icon="🐾", layout="wide")
-st.title("🐾 What does the network look at?")
-st.write(
-    "Explain cat-vs-dog (and other) image classifiers: predictions, feature maps and class "
-    "activation maps (Grad-CAM and relatives), layer by layer."
-)
 
-entries = sidebar_models()
-st.caption(f"Computing on: **{describe_device()}**")
+def home() -> None:
+    """The home page's content."""
+    st.title("What does the network look at?")
+    st.write(
+        "Explain cat-vs-dog (and other) image classifiers: predictions, feature maps and class "
+        "activation maps (Grad-CAM and relatives), layer by layer."
+    )
 
-rows, problems = [], []
-progress = st.progress(0.0, text="Loading models…") if entries else None
-for i, entry in enumerate(entries):
-    loaded, error = try_load(entry)
+    entries = sidebar_models()
+    st.caption(f"Computing on: **{describe_device()}**")
+
+    rows, problems = [], []
+    progress = st.progress(0.0, text="Loading models…") if entries else None
+    for i, entry in enumerate(entries):
+        loaded, error = try_load(entry)
+        if progress:
+            progress.progress((i + 1) / len(entries), text=f"Loaded {entry.name}")
+        if error:
+            problems.append(f"**{entry.name}** ({entry.path.name}): {error}")
+            continue
+        card, explainer = loaded.card, loaded.explainer
+        test = card.test or {}
+        rows.append({
+            "model": loaded.name,
+            "architecture": card.architecture,
+            "parameters": f"{loaded.parameters / 1e6:.1f} M",
+            "input": "×".join(str(s) for s in explainer.input_shape),
+            "classes": ", ".join(explainer.class_names),
+            "test accuracy": f"{test['accuracy']:.2%}" if "accuracy" in test else "not evaluated",
+            "test photos": test.get("n", ""),
+            "explainable layers": f"{len(explainer.layers)} ({len(explainer.layers.blocks)} blocks)",
+            "source": entry.source,
+        })
     if progress:
-        progress.progress((i + 1) / len(entries), text=f"Loaded {entry.name}")
-    if error:
-        problems.append(f"**{entry.name}** ({entry.path.name}): {error}")
-        continue
-    card, explainer = loaded.card, loaded.explainer
-    test = card.test or {}
-    rows.append({
-        "model": loaded.name,
-        "architecture": card.architecture,
-        "parameters": f"{loaded.parameters / 1e6:.1f} M",
-        "input": "×".join(str(s) for s in explainer.input_shape),
-        "classes": ", ".join(explainer.class_names),
-        "test accuracy": f"{test['accuracy']:.2%}" if "accuracy" in test else "not evaluated",
-        "test photos": test.get("n", ""),
-        "explainable layers": f"{len(explainer.layers)} ({len(explainer.layers.blocks)} blocks)",
-        "source": entry.source,
-    })
-if progress:
-    progress.empty()
-if rows:
-    st.subheader("Models")
-    st.dataframe(rows, hide_index=True, width="stretch")
-elif not problems:
-    st.warning("No models found: put .keras files with their cards in models/default, or set "
-               "CVD_MODELS_DIR (or the sidebar field) to a folder of them.")
-for message in problems:
-    st.error(message)
+        progress.empty()
+    if rows:
+        st.subheader("Models")
+        st.dataframe(rows, hide_index=True, width="stretch")
+    elif not problems:
+        st.warning("No models found: put .keras files with their cards in models/default, or set "
+                   "CVD_MODELS_DIR (or the sidebar field) to a folder of them.")
+    for message in problems:
+        st.error(message)
 
-st.subheader("Where to go next")
-st.page_link("pages/1_Inspect.py", label="Inspect: upload photos, see the prediction, "
-             "feature maps and Grad-CAM at any layer", icon="🔍")
-st.page_link("pages/2_Layer_depth.py", label="Layer depth: ResNet-50 and ResNet-101 side by "
-             "side, the explanation at every residual block", icon="🪜")
-st.page_link("pages/3_Training_curves.py", label="Training curves: accuracy and loss of every "
-             "run, train against validation", icon="📈")
+    st.subheader("Where to go next")
+    st.page_link("pages/1_Inspect.py", label="Inspect: upload photos, see the prediction, "
+                 "feature maps and Grad-CAM at any layer", icon="🔍")
+    st.page_link("pages/2_Layer_depth.py", label="Layer depth: ResNet-50 and ResNet-101 side by "
+                 "side, the explanation at every residual block", icon="🪜")
+    st.page_link("pages/3_Training_curves.py", label="Training curves: accuracy and loss of every "
+                 "run, train against validation", icon="📈")
+
+
+st.set_page_config(page_title="What does the network look at?", page_icon="🐾", layout="wide")
+navigation = st.navigation([
+    st.Page(home, title="Home", icon="🐾", default=True),
+    st.Page("pages/1_Inspect.py", title="Inspect", icon="🔍", url_path="Inspect"),
+    st.Page("pages/2_Layer_depth.py", title="Layer depth", icon="🪜", url_path="Layer_depth"),
+    st.Page("pages/3_Training_curves.py", title="Training curves", icon="📈", url_path="Training_curves"),
+])
+navigation.run()

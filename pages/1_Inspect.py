@@ -10,7 +10,7 @@ from ui.render import layer_label, overlay_for, png_bytes
 from ui.state import model_picker, photo_inputs, sidebar_models, try_load
 
 st.set_page_config(page_title="Inspect", page_icon="🔍", layout="wide")
-st.title("🔍 Inspect")
+st.title("Inspect")
 
 entries = sidebar_models()
 with st.sidebar:

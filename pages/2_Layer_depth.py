@@ -8,7 +8,7 @@ from ui.render import overlay_for, thumbnail
 from ui.state import explain, model_picker, photo_inputs, sidebar_models, try_load
 
 st.set_page_config(page_title="Layer depth", page_icon="🪜", layout="wide")
-st.title("🪜 Layer depth")
+st.title("Layer depth")
 st.write("How what the network looks at changes with depth: the same photo, two models, "
          "a map at every block, aligned by stage and by relative depth (0 = first layer, 1 = last).")
 

@@ -8,7 +8,7 @@ from explain.history import HistoryError, load_history, parse_history
 from ui.state import sidebar_models
 
 st.set_page_config(page_title="Training curves", page_icon="📈", layout="wide")
-st.title("📈 Training curves")
+st.title("Training curves")
 
 entries = sidebar_models()
 runs, problems = {}, []

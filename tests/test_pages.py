@@ -1,0 +1,79 @@
+"""Every page under Streamlit's AppTest, with a real model file and a real photo."""
+
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import ROOT
+
+PAGES = ["app.py", "pages/1_Inspect.py", "pages/2_Layer_depth.py", "pages/3_Training_curves.py"]
+
+
+@pytest.fixture
+def user_models(small_model_dir, monkeypatch):
+    monkeypatch.setenv("CVD_MODELS_DIR", str(small_model_dir))
+    return small_model_dir
+
+
+def run(page: str, **state) -> AppTest:
+    at = AppTest.from_file(str(ROOT / page), default_timeout=300)
+    for key, value in state.items():
+        at.session_state[key] = value
+    return at.run()
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.message for e in at.exception]
+
+
+def test_home_lists_models(user_models):
+    at = run("app.py")
+    assert_clean(at)
+    table = at.dataframe[0].value
+    assert "tiny" in list(table["model"])
+    assert "60.00%" in list(table["test accuracy"])
+    assert any("Computing on" in c.value for c in at.caption)
+
+
+def test_inspect_shows_prediction_heatmap_and_feature_maps(user_models):
+    at = run("pages/1_Inspect.py", inspect_model="tiny")
+    assert_clean(at)
+    assert not at.error, [e.value for e in at.error]
+    headers = [s.value for s in at.subheader]
+    assert any(h.startswith("Prediction: ") for h in headers), headers
+    assert any(h.startswith("Grad-CAM for") for h in headers), headers
+    assert any(h.startswith("Feature maps of conv3") for h in headers), headers
+    assert len(at.get("image")) >= 4  # photo, overlay, zoomed channel, channel grid
+
+
+def test_inspect_other_class_layer_and_method(user_models):
+    at = run("pages/1_Inspect.py", inspect_model="tiny")
+    at.radio(key="inspect_class").set_value(0).run()
+    at.selectbox(key="inspect_method").set_value("layercam").run()
+    at.toggle(key="inspect_blocks_only").set_value(False).run()
+    at.selectbox(key="inspect_layer").set_value("conv2").run()
+    assert_clean(at)
+    assert any(s.value == "Layer-CAM for “cat”" for s in at.subheader)
+    assert any(s.value.startswith("Feature maps of conv2") for s in at.subheader)
+
+
+def test_layer_depth_shows_both_models_at_every_block(user_models):
+    at = run("pages/2_Layer_depth.py", depth_left="tiny", depth_right="tiny")
+    assert_clean(at)
+    assert [s.value for s in at.subheader][:2] == ["tiny", "tiny"]
+    assert len(at.get("image")) >= 4
+    at.slider(key="depth_slider").set_value(0.0).run()
+    at.toggle(key="depth_stage_ends").set_value(True).run()
+    assert_clean(at)
+
+
+def test_training_curves_plots_runs_and_summary(user_models):
+    at = run("pages/3_Training_curves.py")
+    assert_clean(at)
+    table = at.dataframe[0].value
+    row = table[table["run"] == "tiny"].iloc[0]
+    assert row["max train accuracy"] == "0.6600 (epoch 3)"
+    assert row["min val loss"] == "0.6600 (epoch 3)"
+    assert row["test accuracy"] == "0.6000"
+    assert at.get("plotly_chart")
