@@ -31,42 +31,57 @@ def home() -> None:
             continue
         card, explainer = loaded.card, loaded.explainer
         test = card.test or {}
-        rows.append({
-            "model": loaded.name,
-            "architecture": card.architecture,
-            "parameters": f"{loaded.parameters / 1e6:.1f} M",
-            "input": "×".join(str(s) for s in explainer.input_shape),
-            "classes": ", ".join(explainer.class_names),
-            "test accuracy": f"{test['accuracy']:.2%}" if "accuracy" in test else "not evaluated",
-            "test photos": test.get("n", ""),
-            "explainable layers": f"{len(explainer.layers)} ({len(explainer.layers.blocks)} blocks)",
-            "source": entry.source,
-        })
+        rows.append(
+            {
+                "model": loaded.name,
+                "architecture": card.architecture,
+                "parameters": f"{loaded.parameters / 1e6:.1f} M",
+                "input": "×".join(str(s) for s in explainer.input_shape),
+                "classes": ", ".join(explainer.class_names),
+                "test accuracy": f"{test['accuracy']:.2%}" if "accuracy" in test else "not evaluated",
+                "test photos": test.get("n", ""),
+                "explainable layers": f"{len(explainer.layers)} ({len(explainer.layers.blocks)} blocks)",
+                "source": entry.source,
+            }
+        )
     if progress:
         progress.empty()
     if rows:
         st.subheader("Models")
         st.dataframe(rows, hide_index=True, width="stretch")
     elif not problems:
-        st.warning("No models found: put .keras files with their cards in models/default, or set "
-                   "CVD_MODELS_DIR (or the sidebar field) to a folder of them.")
+        st.warning(
+            "No models found: put .keras files with their cards in models/default, or set "
+            "CVD_MODELS_DIR (or the sidebar field) to a folder of them."
+        )
     for message in problems:
         st.error(message)
 
     st.subheader("Where to go next")
-    st.page_link("pages/1_Inspect.py", label="Inspect: upload photos, see the prediction, "
-                 "feature maps and Grad-CAM at any layer", icon="🔍")
-    st.page_link("pages/2_Layer_depth.py", label="Layer depth: ResNet-50 and ResNet-101 side by "
-                 "side, the explanation at every residual block", icon="🪜")
-    st.page_link("pages/3_Training_curves.py", label="Training curves: accuracy and loss of every "
-                 "run, train against validation", icon="📈")
+    st.page_link(
+        "pages/1_Inspect.py",
+        label="Inspect: upload photos, see the prediction, feature maps and Grad-CAM at any layer",
+        icon="🔍",
+    )
+    st.page_link(
+        "pages/2_Layer_depth.py",
+        label="Layer depth: ResNet-50 and ResNet-101 side by side, the explanation at every residual block",
+        icon="🪜",
+    )
+    st.page_link(
+        "pages/3_Training_curves.py",
+        label="Training curves: accuracy and loss of every run, train against validation",
+        icon="📈",
+    )
 
 
 st.set_page_config(page_title="What does the network look at?", page_icon="🐾", layout="wide")
-navigation = st.navigation([
-    st.Page(home, title="Home", icon="🐾", default=True),
-    st.Page("pages/1_Inspect.py", title="Inspect", icon="🔍", url_path="Inspect"),
-    st.Page("pages/2_Layer_depth.py", title="Layer depth", icon="🪜", url_path="Layer_depth"),
-    st.Page("pages/3_Training_curves.py", title="Training curves", icon="📈", url_path="Training_curves"),
-])
+navigation = st.navigation(
+    [
+        st.Page(home, title="Home", icon="🐾", default=True),
+        st.Page("pages/1_Inspect.py", title="Inspect", icon="🔍", url_path="Inspect"),
+        st.Page("pages/2_Layer_depth.py", title="Layer depth", icon="🪜", url_path="Layer_depth"),
+        st.Page("pages/3_Training_curves.py", title="Training curves", icon="📈", url_path="Training_curves"),
+    ]
+)
 navigation.run()

@@ -9,7 +9,7 @@ feature maps and overlays, for any Keras image classifier. No UI inside.
 """
 
 from explain.cams import METHODS, grad_cam, grad_cam_plus_plus, layer_cam, normalize
-from explain.explainer import Explanation, Explainer
+from explain.explainer import Explainer, Explanation
 from explain.images import ImageError, decode_image
 from explain.layers import LayerCatalog, LayerInfo
 from explain.overlay import overlay

@@ -33,15 +33,21 @@ def safe_name(text: str) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m explain", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m explain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("images", nargs="+", help="photo files (JPEG, PNG, WebP, BMP, GIF, TIFF)")
     parser.add_argument("--model", required=True, help="registry name or path of a model file")
-    parser.add_argument("--layers", nargs="+", default=["last"],
-                        help="'last', 'all' (every block), 'stages' (stage ends) or layer names")
+    parser.add_argument(
+        "--layers",
+        nargs="+",
+        default=["last"],
+        help="'last', 'all' (every block), 'stages' (stage ends) or layer names",
+    )
     parser.add_argument("--out", required=True, help="folder for the overlay PNGs")
-    parser.add_argument("--class", dest="target", default="predicted",
-                        help="'predicted', or a class name or index to explain")
+    parser.add_argument(
+        "--class", dest="target", default="predicted", help="'predicted', or a class name or index to explain"
+    )
     parser.add_argument("--method", default="gradcam", choices=sorted(METHODS))
     parser.add_argument("--colormap", default="jet", choices=sorted(COLORMAPS))
     parser.add_argument("--opacity", type=float, default=0.45)
@@ -88,14 +94,16 @@ def main(argv: list[str] | None = None) -> int:
             name = f"{safe_name(Path(path).stem)}_{safe_name(layer)}_{safe_name(explained)}.png"
             cv2.imwrite(str(out / name), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
             written.append(str(out / name))
-        results.append({
-            "image": path,
-            "predicted": explainer.class_names[predicted],
-            "probability": round(float(result.probabilities[0, predicted]), 4),
-            "explained_class": explained,
-            "files": written,
-            "warnings": notes,
-        })
+        results.append(
+            {
+                "image": path,
+                "predicted": explainer.class_names[predicted],
+                "probability": round(float(result.probabilities[0, predicted]), 4),
+                "explained_class": explained,
+                "files": written,
+                "warnings": notes,
+            }
+        )
         if not args.json:
             print(f"{path}: {explainer.class_names[predicted]} ({result.probabilities[0, predicted]:.3f})")
             for name in written:
@@ -103,8 +111,12 @@ def main(argv: list[str] | None = None) -> int:
             for note in notes:
                 print(f"  warning: {note}")
     if args.json:
-        print(json.dumps({"model": entry.name, "device": describe_device(), "method": args.method,
-                          "results": results}, indent=2))
+        print(
+            json.dumps(
+                {"model": entry.name, "device": describe_device(), "method": args.method, "results": results},
+                indent=2,
+            )
+        )
     return 1 if failed else 0
 
 

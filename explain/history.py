@@ -131,7 +131,7 @@ def _parse_json(text: str, name: str) -> History:
         payload = {k: [row.get(k) for row in payload] for k in keys}
     if not isinstance(payload, dict) or not all(isinstance(v, list) for v in payload.values()):
         raise HistoryError(
-            "the JSON is not a Keras history: expected {\"loss\": [...], \"accuracy\": [...], ...}"
+            'the JSON is not a Keras history: expected {"loss": [...], "accuracy": [...], ...}'
         )
     return _from_columns(name, payload)
 

@@ -42,9 +42,7 @@ def decode_image(
     if not data:
         raise ImageError("the file is empty")
     if len(data) > max_bytes:
-        raise ImageError(
-            f"the file is {len(data) / 2**20:.1f} MB, over the {max_bytes / 2**20:.0f} MB limit"
-        )
+        raise ImageError(f"the file is {len(data) / 2**20:.1f} MB, over the {max_bytes / 2**20:.0f} MB limit")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -54,8 +52,7 @@ def decode_image(
                 raise ImageError("the image has no pixels")
             if width * height > max_pixels:
                 raise ImageError(
-                    f"the image is {width}x{height} pixels, over the "
-                    f"{max_pixels / 1e6:.0f} megapixel limit"
+                    f"the image is {width}x{height} pixels, over the {max_pixels / 1e6:.0f} megapixel limit"
                 )
             if image.format == "JPEG" and max(width, height) > max_side:
                 # Let libjpeg scale by 1/2, 1/4 or 1/8 while decoding: a fraction of the memory.
@@ -67,7 +64,7 @@ def decode_image(
     except ImageError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError("the file is not an image we can read (JPEG, PNG, WebP, BMP, GIF, TIFF)")
+        raise ImageError("the file is not an image we can read (JPEG, PNG, WebP, BMP, GIF, TIFF)") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError, IndexError, TypeError) as err:
         raise ImageError(f"the image is damaged or truncated ({type(err).__name__})") from None
     if max(rgb.shape[:2]) > max_side:

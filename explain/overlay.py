@@ -31,9 +31,7 @@ def colorize(values: np.ndarray, colormap: str = "jet") -> np.ndarray:
     return cv2.cvtColor(cv2.applyColorMap(grey, COLORMAPS[colormap]), cv2.COLOR_BGR2RGB)
 
 
-def overlay(
-    rgb: np.ndarray, values: np.ndarray, opacity: float = 0.45, colormap: str = "jet"
-) -> np.ndarray:
+def overlay(rgb: np.ndarray, values: np.ndarray, opacity: float = 0.45, colormap: str = "jet") -> np.ndarray:
     """Return the photo with the [0, 1] map blended over it, at the photo's resolution."""
     heat = colorize(upsample(values, rgb.shape[:2]), colormap)
     return cv2.addWeighted(heat, float(opacity), rgb, 1.0 - float(opacity), 0.0)

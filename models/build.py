@@ -95,3 +95,27 @@ def build_mlp(input_size: int = 28, channels: int = 1, n_classes: int = 10) -> k
     x = layers.Flatten()(x)
     x = layers.Dense(64, activation="relu")(x)
     return keras.Model(inputs, layers.Dense(n_classes, activation="softmax")(x), name="mlp")
+
+
+def build_alexnet(input_size: int = 112, n_classes: int = 2) -> keras.Model:
+    """Return an AlexNet-style CNN (large strided first conv, five convs, dense head)."""
+    inputs = keras.Input((input_size, input_size, 3), name="image")
+    x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    x = layers.Conv2D(24, 11, strides=4, padding="same", activation="relu", name="conv1")(x)
+    x = layers.MaxPooling2D(3, 2, padding="same", name="pool1")(x)
+    x = layers.Conv2D(64, 5, padding="same", activation="relu", name="conv2")(x)
+    x = layers.MaxPooling2D(3, 2, padding="same", name="pool2")(x)
+    for i, filters in enumerate((96, 96, 64)):
+        x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{i + 3}")(x)
+    x = layers.MaxPooling2D(3, 2, padding="same", name="pool5")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(128, activation="relu", name="fc6")(x)
+    return keras.Model(inputs, _head(x, n_classes, 0.5), name="alexnet")
+
+
+def build_inception(input_size: int = 139, n_classes: int = 2) -> keras.Model:
+    """Return Keras' InceptionV3 (random weights) with a classifier head, flat."""
+    inputs = keras.Input((input_size, input_size, 3), name="image")
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(inputs)
+    backbone = keras.applications.InceptionV3(include_top=False, weights=None, input_tensor=x, pooling="avg")
+    return keras.Model(inputs, _head(backbone.output, n_classes, 0.0), name="inception_v3")

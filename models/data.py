@@ -51,9 +51,7 @@ def list_labelled(folder: str | Path, class_names: list[str] | None = None) -> L
         raise FileNotFoundError(f"no such folder: {folder}")
     groups: dict[str, list[str]] = {}
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-        files = sorted(
-            str(f) for f in sub.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
-        )
+        files = sorted(str(f) for f in sub.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
         if files:
             groups[singular(sub.name.lower())] = files
     if not groups:
@@ -62,9 +60,7 @@ def list_labelled(folder: str | Path, class_names: list[str] | None = None) -> L
             if match and f.is_file():
                 groups.setdefault(match["label"].lower(), []).append(str(f))
     if not groups:
-        raise ValueError(
-            f"{folder} has neither class subfolders of photos nor Kaggle-style cat.N.jpg files"
-        )
+        raise ValueError(f"{folder} has neither class subfolders of photos nor Kaggle-style cat.N.jpg files")
     names = sorted(groups) if class_names is None else [singular(c.lower()) for c in class_names]
     missing = [n for n in groups if n not in names]
     if missing:

@@ -138,12 +138,18 @@ def format_report(result: Evaluation, max_files: int = 20) -> str:
     ]
     if result.roc_auc is not None:
         lines.append(f"ROC AUC   {result.roc_auc:.4f}")
-    lines += ["", "confusion (rows: true, columns: predicted)", " " * width + "".join(n.rjust(width) for n in names)]
+    lines += [
+        "",
+        "confusion (rows: true, columns: predicted)",
+        " " * width + "".join(n.rjust(width) for n in names),
+    ]
     for name, row in zip(names, result.confusion):
         lines.append(name.ljust(width) + "".join(str(v).rjust(width) for v in row))
     lines += ["", f"misclassified: {len(result.misclassified)} (most confident first)"]
     for item in result.misclassified[:max_files]:
-        lines.append(f"  {item['file']}  true {item['true']}, said {item['predicted']} ({item['probability']:.3f})")
+        lines.append(
+            f"  {item['file']}  true {item['true']}, said {item['predicted']} ({item['probability']:.3f})"
+        )
     if len(result.misclassified) > max_files:
         lines.append(f"  ... and {len(result.misclassified) - max_files} more (--json lists all)")
     for message in result.unreadable:
@@ -153,8 +159,11 @@ def format_report(result: Evaluation, max_files: int = 20) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models.evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m models.evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--model", required=True, help="registry name or path of a model file")
     parser.add_argument("--data", required=True, help="folder of class subfolders or cat.N.jpg files")
     parser.add_argument("--size", type=int, help="input side to evaluate at (default: the card's)")
@@ -169,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         card = completed_card(entry, model)
         explainer = Explainer.from_card(model, card)
         if args.size:
-            explainer = Explainer(model, card.class_names, (args.size, args.size),
-                                  explainer.scale, explainer.offset)
+            explainer = Explainer(
+                model, card.class_names, (args.size, args.size), explainer.scale, explainer.offset
+            )
         files = list_labelled(args.data, card.class_names or None)
     except (ModelLoadError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -151,9 +151,8 @@ def completed_card(entry: RegistryEntry, model: keras.Model) -> ModelCard:
             scale=1.0 if inside else 1.0 / 255,
             rescale_inside_model=inside,
         )
-        card.notes = (
-            "No card beside this file: input size read from the model; pixels "
-            + ("rescaled by the model itself." if inside else "assumed to be scaled to [0, 1].")
+        card.notes = "No card beside this file: input size read from the model; pixels " + (
+            "rescaled by the model itself." if inside else "assumed to be scaled to [0, 1]."
         )
     card.architecture = model.name
     return card

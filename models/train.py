@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -178,9 +177,11 @@ def train(args: argparse.Namespace) -> Path:
         overrides["phases"] = parse_phases(args.phases)
     elif args.epochs:
         size = args.size or recipe.phases[-1][0]
-        overrides["phases"] = [(args.size or recipe.phases[0][0], args.epochs)] if args.size else [
-            (s, n) for s, n in recipe.phases
-        ]
+        overrides["phases"] = (
+            [(args.size or recipe.phases[0][0], args.epochs)]
+            if args.size
+            else [(s, n) for s, n in recipe.phases]
+        )
         if not args.size:
             scale = args.epochs / recipe.epochs
             phases = [(s, max(1, round(n * scale))) for s, n in recipe.phases]
@@ -264,10 +265,16 @@ def train(args: argparse.Namespace) -> Path:
         t0 = time.time()
         x_train = load_images(train_files, size, args.cache_dir)
         x_val = load_images(val_files, size, args.cache_dir).astype(np.float32)
-        print(f"phase {size}px: {len(x_train)} train / {len(x_val)} val photos ready in "
-              f"{time.time() - t0:.0f}s; epochs {first_epoch + 1}..{last_epoch}", flush=True)
+        print(
+            f"phase {size}px: {len(x_train)} train / {len(x_val)} val photos ready in "
+            f"{time.time() - t0:.0f}s; epochs {first_epoch + 1}..{last_epoch}",
+            flush=True,
+        )
         batches = Batches(
-            x_train, targets(train_files.labels), recipe.batch, recipe.augmentation,
+            x_train,
+            targets(train_files.labels),
+            recipe.batch,
+            recipe.augmentation,
             seed=args.seed + state["epochs_done"],
         )
         history = model.fit(
@@ -315,10 +322,14 @@ def train(args: argparse.Namespace) -> Path:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", default="resnet50",
-                        choices=["resnet50", "resnet101", "resnet152", "small_cnn"])
+    parser = argparse.ArgumentParser(
+        prog="python -m models.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--arch", default="resnet50", choices=["resnet50", "resnet101", "resnet152", "small_cnn"]
+    )
     parser.add_argument("--data", required=True, help="folder of class subfolders or cat.N.jpg files")
     parser.add_argument("--out", required=True, help="run folder (checkpoint, history, card)")
     parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
@@ -336,8 +347,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="go on from the run's checkpoint")
     parser.add_argument("--init-from", help="start from these weights (e.g. a shipped model)")
     parser.add_argument("--early-stopping", type=int, metavar="PATIENCE")
-    parser.add_argument("--reduce-lr", type=int, metavar="PATIENCE",
-                        help="ReduceLROnPlateau patience (constant-LR recipes only)")
+    parser.add_argument(
+        "--reduce-lr",
+        type=int,
+        metavar="PATIENCE",
+        help="ReduceLROnPlateau patience (constant-LR recipes only)",
+    )
     parser.add_argument("--name", help="model name in its card (default: run folder name)")
     return parser.parse_args(argv)
 

@@ -25,8 +25,10 @@ if error:
     st.error(f"Cannot use model {entry.name}: {error}")
     st.stop()
 explainer = loaded.explainer
-st.caption(f"{loaded.name}: {loaded.card.architecture}, input {explainer.input_shape[0]}×"
-           f"{explainer.input_shape[1]}×{explainer.input_shape[2]}, classes {', '.join(explainer.class_names)}")
+st.caption(
+    f"{loaded.name}: {loaded.card.architecture}, input {explainer.input_shape[0]}×"
+    f"{explainer.input_shape[1]}×{explainer.input_shape[2]}, classes {', '.join(explainer.class_names)}"
+)
 if loaded.card.notes:
     st.caption(loaded.card.notes)
 
@@ -41,13 +43,17 @@ if not photos:
 probabilities = explainer.predict(explainer.prepare([p.rgb for p in photos]))
 if len(photos) > 1:
     rows = [
-        {"photo": p.name, "prediction": explainer.class_names[int(pr.argmax())],
-         "probability": round(float(pr.max()), 4)}
+        {
+            "photo": p.name,
+            "prediction": explainer.class_names[int(pr.argmax())],
+            "probability": round(float(pr.max()), 4),
+        }
         for p, pr in zip(photos, probabilities)
     ]
     st.dataframe(rows, hide_index=True, width="stretch")
-    index = st.selectbox("Photo to explain", range(len(photos)),
-                         format_func=lambda i: photos[i].name, key="inspect_photo")
+    index = st.selectbox(
+        "Photo to explain", range(len(photos)), format_func=lambda i: photos[i].name, key="inspect_photo"
+    )
 else:
     index = 0
 photo = photos[index]
@@ -64,8 +70,11 @@ with left:
     choice = st.radio(
         "Explain the class",
         class_options,
-        format_func=lambda c: f"predicted ({explainer.class_names[predicted]})" if c == "predicted"
-        else explainer.class_names[c],
+        format_func=lambda c: (
+            f"predicted ({explainer.class_names[predicted]})"
+            if c == "predicted"
+            else explainer.class_names[c]
+        ),
         horizontal=True,
         key="inspect_class",
     )
@@ -74,10 +83,14 @@ with left:
     options = catalog.blocks if blocks_only and catalog.blocks else catalog.layers
     paths = [info.path for info in options]
     default = paths.index(catalog.last.path) if catalog.last.path in paths else len(paths) - 1
-    layer = st.selectbox("Layer (grouped by stage, shallow to deep)", paths, index=default,
-                         format_func=lambda p: layer_label(catalog[p]), key="inspect_layer")
-    st.image(photo.rgb, caption=f"{photo.name} ({photo.rgb.shape[1]}×{photo.rgb.shape[0]})",
-             width="stretch")
+    layer = st.selectbox(
+        "Layer (grouped by stage, shallow to deep)",
+        paths,
+        index=default,
+        format_func=lambda p: layer_label(catalog[p]),
+        key="inspect_layer",
+    )
+    st.image(photo.rgb, caption=f"{photo.name} ({photo.rgb.shape[1]}×{photo.rgb.shape[0]})", width="stretch")
 
 # One cached pass: maps at every block (so moving between blocks is free) plus the chosen layer.
 with st.spinner("Explaining…"):
@@ -88,15 +101,24 @@ with st.spinner("Explaining…"):
 picture, scaled = overlay_for(photo.rgb, result.cam(layer, 0, method), opacity, colormap)
 with right:
     st.subheader(f"{METHOD_LABELS[method]} for “{explainer.class_names[target]}”")
-    st.image(picture, caption=f"{layer} · {METHOD_LABELS[method]} · class {explainer.class_names[target]}",
-             width="stretch")
+    st.image(
+        picture,
+        caption=f"{layer} · {METHOD_LABELS[method]} · class {explainer.class_names[target]}",
+        width="stretch",
+    )
     if not scaled.ok:
         st.warning(f"No meaningful heatmap: {scaled.message}.")
-    st.download_button("Download overlay PNG", png_bytes(picture),
-                       file_name=f"{method}_{layer.replace('/', '_')}_{explainer.class_names[target]}.png",
-                       mime="image/png", key="inspect_download")
+    st.download_button(
+        "Download overlay PNG",
+        png_bytes(picture),
+        file_name=f"{method}_{layer.replace('/', '_')}_{explainer.class_names[target]}.png",
+        mime="image/png",
+        key="inspect_download",
+    )
     h, w = result.cam(layer, 0, method).shape
-    st.caption(f"Map resolution {h}×{w} cells, shown at the photo's {photo.rgb.shape[1]}×{photo.rgb.shape[0]} px.")
+    st.caption(
+        f"Map resolution {h}×{w} cells, shown at the photo's {photo.rgb.shape[1]}×{photo.rgb.shape[0]} px."
+    )
 
 st.divider()
 st.subheader(f"Feature maps of {layer}")
@@ -104,16 +126,26 @@ activations = result.kept_activations[0]
 channels = activations.shape[-1]
 c1, c2 = st.columns([1, 2])
 with c1:
-    k = st.slider("Strongest channels shown", 4, min(64, channels), min(16, channels), key="inspect_topk") \
-        if channels > 4 else channels
+    k = (
+        st.slider("Strongest channels shown", 4, min(64, channels), min(16, channels), key="inspect_topk")
+        if channels > 4
+        else channels
+    )
     top = top_channels(activations, k)
-    zoom = st.number_input(f"Channel to zoom (0–{channels - 1})", 0, channels - 1, int(top[0]),
-                           key="inspect_channel")
-    st.image(colorize(channel_map(activations, int(zoom)), "viridis"),
-             caption=f"channel {int(zoom)}: mean {activations[..., int(zoom)].mean():.3f}, "
-                     f"max {activations[..., int(zoom)].max():.3f}", width="stretch")
+    zoom = st.number_input(
+        f"Channel to zoom (0–{channels - 1})", 0, channels - 1, int(top[0]), key="inspect_channel"
+    )
+    st.image(
+        colorize(channel_map(activations, int(zoom)), "viridis"),
+        caption=f"channel {int(zoom)}: mean {activations[..., int(zoom)].mean():.3f}, "
+        f"max {activations[..., int(zoom)].max():.3f}",
+        width="stretch",
+    )
 with c2:
-    st.image(feature_grid(activations, top, tile=96), caption="channels by mean activation: "
-             + ", ".join(str(int(c)) for c in top), width="stretch")
+    st.image(
+        feature_grid(activations, top, tile=96),
+        caption="channels by mean activation: " + ", ".join(str(int(c)) for c in top),
+        width="stretch",
+    )
 if not np.isfinite(activations).all():
     st.warning("This layer's activations hold NaN or infinite values.")

@@ -9,8 +9,10 @@ from ui.state import explain, model_picker, photo_inputs, sidebar_models, try_lo
 
 st.set_page_config(page_title="Layer depth", page_icon="🪜", layout="wide")
 st.title("Layer depth")
-st.write("How what the network looks at changes with depth: the same photo, two models, "
-         "a map at every block, aligned by stage and by relative depth (0 = first layer, 1 = last).")
+st.write(
+    "How what the network looks at changes with depth: the same photo, two models, "
+    "a map at every block, aligned by stage and by relative depth (0 = first layer, 1 = last)."
+)
 
 entries = sidebar_models()
 names = [e.name for e in entries]
@@ -50,8 +52,9 @@ for entry in (left_entry, right_entry):
     shown = catalog.stage_ends() if stage_ends_only else (catalog.blocks or catalog.layers)
     target = {"predicted class": -1, "first class": 0, "second class": 1}[target_mode]
     with st.spinner(f"Explaining with {loaded.name} at {len(catalog.blocks)} blocks…"):
-        result = explain(loaded, photo, [info.path for info in catalog.blocks or catalog.layers],
-                         target, (method,))
+        result = explain(
+            loaded, photo, [info.path for info in catalog.blocks or catalog.layers], target, (method,)
+        )
     panels.append((loaded, shown, result))
 
 columns = st.columns(2)
@@ -61,12 +64,17 @@ for column, (loaded, shown, result) in zip(columns, panels):
     probability = float(result.probabilities[0, predicted])
     with column:
         st.subheader(loaded.name)
-        st.markdown(f"Prediction: **{explainer.class_names[predicted]}** ({probability:.1%}); "
-                    f"maps explain **{explainer.class_names[int(result.targets[0])]}**")
+        st.markdown(
+            f"Prediction: **{explainer.class_names[predicted]}** ({probability:.1%}); "
+            f"maps explain **{explainer.class_names[int(result.targets[0])]}**"
+        )
         focus = min(shown, key=lambda info: abs(info.depth - depth))
         picture, scaled = overlay_for(photo.rgb, result.cam(focus.path, 0, method), opacity, colormap)
-        st.image(picture, caption=f"{focus.path} · depth {focus.depth:.2f} · {focus.shape[0]}×{focus.shape[1]} map",
-                 width="stretch")
+        st.image(
+            picture,
+            caption=f"{focus.path} · depth {focus.depth:.2f} · {focus.shape[0]}×{focus.shape[1]} map",
+            width="stretch",
+        )
         if not scaled.ok:
             st.warning(scaled.message)
 
@@ -84,7 +92,7 @@ for stage in rows:
     if aligned:
         st.markdown(f"**{stage}**")
     cols = st.columns(2)
-    for col, (loaded, shown, result), stages in zip(cols, panels, (stages_left, stages_right)):
+    for col, (_loaded, shown, result), stages in zip(cols, panels, (stages_left, stages_right)):
         infos = stages.get(stage, []) if aligned else shown
         with col:
             pictures, captions = [], []

@@ -23,8 +23,12 @@ for entry in entries:
         continue
     runs[entry.name] = (history, entry.card.test or {})
 
-uploads = st.file_uploader("Add a history file (Keras CSVLogger CSV or history.history JSON)",
-                           type=["csv", "json", "txt"], accept_multiple_files=True, key="curves_upload")
+uploads = st.file_uploader(
+    "Add a history file (Keras CSVLogger CSV or history.history JSON)",
+    type=["csv", "json", "txt"],
+    accept_multiple_files=True,
+    key="curves_upload",
+)
 for upload in uploads or []:
     name = f"{upload.name} (uploaded)"
     try:
@@ -53,10 +57,18 @@ for i, name in enumerate(chosen):
             if values is None:
                 continue
             figure.add_trace(
-                go.Scatter(x=history.epochs, y=values, mode="lines+markers", name=f"{name} · {label}",
-                           line={"color": color, "dash": dash}, legendgroup=name,
-                           showlegend=col == 1, connectgaps=False),
-                row=1, col=col,
+                go.Scatter(
+                    x=history.epochs,
+                    y=values,
+                    mode="lines+markers",
+                    name=f"{name} · {label}",
+                    line={"color": color, "dash": dash},
+                    legendgroup=name,
+                    showlegend=col == 1,
+                    connectgaps=False,
+                ),
+                row=1,
+                col=col,
             )
 figure.update_xaxes(title_text="epoch")
 figure.update_layout(height=460, legend={"orientation": "h", "y": -0.2}, margin={"t": 40})

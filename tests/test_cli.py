@@ -16,8 +16,19 @@ def test_cli_writes_overlays_and_reports_bad_files(small_model_dir, tmp_path, ca
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"this is not a photo")
     out = tmp_path / "out"
-    status = main([str(good), str(bad), "--model", str(small_model_dir / "tiny.keras"),
-                   "--layers", "all", "--out", str(out), "--json"])
+    status = main(
+        [
+            str(good),
+            str(bad),
+            "--model",
+            str(small_model_dir / "tiny.keras"),
+            "--layers",
+            "all",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
     captured = capsys.readouterr()
     assert status == 1
     assert "bad.jpg" in captured.err and "not an image" in captured.err
@@ -35,8 +46,19 @@ def test_cli_writes_overlays_and_reports_bad_files(small_model_dir, tmp_path, ca
 def test_cli_named_class_and_layer(small_model_dir, tmp_path, capsys):
     photo = tmp_path / "p.png"
     Image.fromarray(random_photo(4)).save(photo)
-    status = main([str(photo), "--model", str(small_model_dir / "tiny.keras"), "--layers", "conv2",
-                   "--class", "cat", "--out", str(tmp_path / "o")])
+    status = main(
+        [
+            str(photo),
+            "--model",
+            str(small_model_dir / "tiny.keras"),
+            "--layers",
+            "conv2",
+            "--class",
+            "cat",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert status == 0
     text = capsys.readouterr().out
     assert "p_conv2_cat.png" in text

@@ -55,7 +55,11 @@ def test_resnet_layers_grouped_by_stage(explainer50):
     assert catalog.last.path == "conv5_block3_out"
     assert catalog.last.shape == (3, 3, 2048)
     assert [b.path for b in catalog.stage_ends()] == [
-        "conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"]
+        "conv2_block3_out",
+        "conv3_block4_out",
+        "conv4_block6_out",
+        "conv5_block3_out",
+    ]
 
 
 def test_resnet101_has_33_blocks():
@@ -136,20 +140,23 @@ def test_nested_backbone_gives_the_same_maps_as_flat(tmp_path, resnet50):
     inner = nested_explainer.explain(batch, "stages")
     np.testing.assert_allclose(inner.probabilities, flat.probabilities, rtol=1e-5)
     for layer in flat.layers:
-        np.testing.assert_allclose(inner.cams["gradcam"]["resnet50/" + layer], flat.cams["gradcam"][layer],
-                                   rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            inner.cams["gradcam"]["resnet50/" + layer], flat.cams["gradcam"][layer], rtol=1e-4, atol=1e-5
+        )
 
 
 def test_sequential_and_grayscale_multiclass(tmp_path):
-    model = keras.Sequential([
-        keras.Input((28, 28, 1)),
-        keras.layers.Rescaling(1 / 255),
-        keras.layers.Conv2D(8, 3, activation="relu", name="c1"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Conv2D(16, 3, activation="relu", name="c2"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(10, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Conv2D(8, 3, activation="relu", name="c1"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(16, 3, activation="relu", name="c2"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
     model = save_and_reload(model, tmp_path, "fashion")
     explainer = Explainer(model, [f"c{i}" for i in range(10)])
     assert explainer.input_shape == (28, 28, 1)
@@ -178,3 +185,18 @@ def test_model_without_convolution_is_refused_clearly():
 
     with pytest.raises(ValueError, match="nothing for a class activation map"):
         Explainer(build_mlp())
+
+
+def test_alexnet_and_inception_style_models(tmp_path):
+    from models.build import build_alexnet, build_inception
+
+    alexnet = Explainer(save_and_reload(build_alexnet(), tmp_path, "alexnet"), ["cat", "dog"])
+    assert [b.path for b in alexnet.layers.blocks] == ["conv1", "conv2", "conv3", "conv4", "conv5"]
+    inception = Explainer(build_inception(), ["cat", "dog"])
+    blocks = [b.name for b in inception.layers.blocks]
+    assert blocks[0] == "mixed0" and blocks[-1] == "mixed10" and len(blocks) == 11
+    for explainer in (alexnet, inception):
+        batch = explainer.prepare([random_photo(2, (150, 200))])
+        result = explainer.explain(batch, "all")
+        assert len(result.cams["gradcam"]) == len(explainer.layers.blocks)
+        assert np.isfinite(result.cam(explainer.layers.last.path)).all()

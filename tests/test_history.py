@@ -9,8 +9,10 @@ import pytest
 
 from explain.history import HistoryError, parse_history
 
-CSV = b"epoch,accuracy,loss,val_accuracy,val_loss,learning_rate\n" \
-      b"0,0.6,0.9,0.55,1.2,0.001\n1,0.8,0.5,0.75,0.6,0.001\n2,0.9,0.3,0.7,0.7,0.001\n"
+CSV = (
+    b"epoch,accuracy,loss,val_accuracy,val_loss,learning_rate\n"
+    b"0,0.6,0.9,0.55,1.2,0.001\n1,0.8,0.5,0.75,0.6,0.001\n2,0.9,0.3,0.7,0.7,0.001\n"
+)
 
 
 def test_csv_logger_summary():
@@ -24,7 +26,9 @@ def test_csv_logger_summary():
 
 
 def test_history_json_both_shapes_and_old_names():
-    as_dict = json.dumps({"acc": [0.5, 0.7], "loss": [1.0, 0.6], "val_acc": [0.4, 0.65], "val_loss": [1.1, 0.8]})
+    as_dict = json.dumps(
+        {"acc": [0.5, 0.7], "loss": [1.0, 0.6], "val_acc": [0.4, 0.65], "val_loss": [1.1, 0.8]}
+    )
     as_rows = json.dumps([{"accuracy": 0.5, "loss": 1.0}, {"accuracy": 0.7, "loss": 0.6}])
     a = parse_history(as_dict.encode(), "a", "h.json")
     b = parse_history(as_rows.encode(), "b", "h.json")

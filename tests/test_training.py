@@ -80,8 +80,22 @@ def run_train(*args: str) -> int:
 def test_train_end_to_end_then_resume(tmp_path):
     data = write_folder(tmp_path / "photos", 16)
     out = tmp_path / "run"
-    common = ["--arch", "small_cnn", "--data", str(data), "--out", str(out), "--batch", "8",
-              "--cache-dir", str(tmp_path / "cache"), "--val-fraction", "0.25", "--lr", "0.003"]
+    common = [
+        "--arch",
+        "small_cnn",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--batch",
+        "8",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--val-fraction",
+        "0.25",
+        "--lr",
+        "0.003",
+    ]
     assert run_train(*common, "--phases", "32:1,48:1") == 0
     for name in ("checkpoint.keras", "history.csv", "state.json", "model.keras", "model.json"):
         assert (out / name).is_file(), name

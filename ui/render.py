@@ -18,7 +18,9 @@ def png_bytes(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def overlay_for(rgb: np.ndarray, cam: np.ndarray, opacity: float, colormap: str) -> tuple[np.ndarray, NormalizedMap]:
+def overlay_for(
+    rgb: np.ndarray, cam: np.ndarray, opacity: float, colormap: str
+) -> tuple[np.ndarray, NormalizedMap]:
     scaled = normalize(cam)
     return overlay(rgb, scaled.values, opacity, colormap), scaled
 

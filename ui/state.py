@@ -85,20 +85,31 @@ def decode(name: str, data: bytes) -> Photo:
 
 @st.cache_data(show_spinner=False, max_entries=128)
 def _explain(
-    model_key: str, digest: str, layers: tuple[str, ...], target: int, methods: tuple[str, ...],
-    keep: str | None, _explainer: Explainer, _rgb: np.ndarray,
+    model_key: str,
+    digest: str,
+    layers: tuple[str, ...],
+    target: int,
+    methods: tuple[str, ...],
+    keep: str | None,
+    _explainer: Explainer,
+    _rgb: np.ndarray,
 ) -> Explanation:
     return _explainer.explain(_explainer.prepare([_rgb]), list(layers), target, methods, keep)
 
 
 def explain(
-    loaded: LoadedModel, photo: Photo, layers: list[str], target: int = -1,
-    methods: tuple[str, ...] = ("gradcam",), keep: str | None = None,
+    loaded: LoadedModel,
+    photo: Photo,
+    layers: list[str],
+    target: int = -1,
+    methods: tuple[str, ...] = ("gradcam",),
+    keep: str | None = None,
 ) -> Explanation:
     """Return the one-pass explanation of one photo, cached by (model, photo, layers, class, method)."""
     key = f"{loaded.name}:{id(loaded.explainer)}"
-    return _explain(key, photo.digest, tuple(layers), int(target), tuple(methods), keep,
-                    loaded.explainer, photo.rgb)
+    return _explain(
+        key, photo.digest, tuple(layers), int(target), tuple(methods), keep, loaded.explainer, photo.rgb
+    )
 
 
 def photo_inputs(key: str, multiple: bool = True) -> tuple[list[Photo], list[str]]:

@@ -1,0 +1,318 @@
+"""How fast are explanations? Every figure against a floor measured in the same run.
+
+    pip install -r bench/requirements.txt
+    python3 bench/explain_speed.py [--reps 5] [--quick] [--out bench/results/speed.json]
+
+For ResNet-50 and ResNet-101 at 224 px, batch 1 and 8 (median of --reps after warm-up):
+  a  prediction alone                        (engine)
+  b  Grad-CAM at one layer                   (engine)
+  c  Grad-CAM at every residual block, plus the feature maps of the chosen layer (engine)
+  d  the floor: one compiled forward+backward pass to all block outputs, written plainly
+  e  the Keras Grad-CAM example recipe, looped over the blocks
+  f  tf-keras-vis Gradcam, looped over the blocks
+Then: cold start (new process to first finished explanation), peak resident memory over 200
+successive explanations of different photos and its growth from the 20th to the 200th, and
+the Layer-depth page (warm, new photo) against the engine's c for both models.
+Prints one JSON object and a table. Uses the shipped models when present, else random weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from explain.device import describe_device  # noqa: E402
+from explain.explainer import Explainer  # noqa: E402
+from explain.feature_maps import feature_grid, top_channels  # noqa: E402
+from explain.images import decode_image  # noqa: E402
+from models.build import build_resnet  # noqa: E402
+from models.card import ModelCard, Preprocessing  # noqa: E402
+
+SIZE = 224
+TEST = ROOT.parent / "shared" / "data" / "cats_vs_dogs" / "test"
+
+
+def photos(n: int, seed: int = 0) -> list[np.ndarray]:
+    """Real test photos where ../shared/data exists, else smooth generated pictures."""
+    files = sorted(TEST.glob("*/*.jpg")) if TEST.is_dir() else []
+    if files:
+        rng = np.random.default_rng(seed)
+        return [decode_image(files[i].read_bytes()) for i in rng.choice(len(files), n, replace=False)]
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    return [cv2.resize(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), (500, 375)) for _ in range(n)]
+
+
+def median_time(fn, reps: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def model_for(arch: str, folder: Path) -> tuple[keras.Model, Path, str]:
+    shipped = ROOT / "models" / "default" / f"{arch}.keras"
+    if shipped.is_file():
+        from models.registry import load_model
+
+        return load_model(shipped), shipped, "shipped"
+    keras.utils.set_random_seed(0)
+    model = build_resnet(arch, input_size=None)
+    path = folder / f"bench_{arch}.keras"
+    model.save(path)
+    ModelCard(f"bench_{arch}", arch, ["cat", "dog"], Preprocessing((SIZE, SIZE))).save(
+        path.with_suffix(".json")
+    )
+    return model, path, "random weights"
+
+
+# -- d: the floor, written plainly ----------------------------------------------------------
+def floor_pass(model: keras.Model, blocks: list[str]):
+    grad_model = keras.Model(model.inputs, [model.get_layer(b).output for b in blocks] + [model.output])
+
+    @tf.function(input_signature=[tf.TensorSpec((None, SIZE, SIZE, 3), tf.float32)])
+    def step(x):
+        with tf.GradientTape() as tape:
+            *activations, output = grad_model(x, training=False)
+            score = tf.reduce_sum(output)
+        return activations, tape.gradient(score, activations)
+
+    return step
+
+
+# -- e: the Keras example recipe (rebuilds the sub-model every call) ----------------------
+def keras_example(model: keras.Model, batch: np.ndarray, layer: str) -> np.ndarray:
+    grad_model = keras.models.Model(model.inputs, [model.get_layer(layer).output, model.output])
+    with tf.GradientTape() as tape:
+        conv_output, preds = grad_model(batch)
+        class_channel = preds[:, 0]
+    grads = tape.gradient(class_channel, conv_output)
+    pooled = tf.reduce_mean(grads, axis=(0, 1, 2))
+    heatmap = tf.squeeze(conv_output[0] @ pooled[..., tf.newaxis])
+    return (tf.maximum(heatmap, 0) / tf.math.reduce_max(heatmap)).numpy()
+
+
+def run_engine(explainer: Explainer, batch: np.ndarray, chosen: str) -> None:
+    result = explainer.explain(batch, "blocks", keep=chosen)
+    feature_grid(result.kept_activations[0], top_channels(result.kept_activations[0], 16))
+
+
+def measure_model(arch: str, folder: Path, reps: int, quick: bool) -> dict:
+    model, path, source = model_for(arch, folder)
+    explainer = Explainer(model, ["cat", "dog"], (SIZE, SIZE))
+    blocks = [b.path for b in explainer.layers.blocks]
+    chosen = explainer.layers.last.path
+    floor = floor_pass(model, blocks)
+    try:
+        from tf_keras_vis.gradcam import Gradcam
+        from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
+        from tf_keras_vis.utils.scores import BinaryScore
+
+        vis = Gradcam(model, model_modifier=ReplaceToLinear(), clone=True)
+    except ImportError:
+        vis = None
+    out: dict = {
+        "model": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name,
+        "weights": source,
+        "blocks": len(blocks),
+    }
+    pics = photos(8, seed=1)
+    for n in (1, 8):
+        batch = explainer.prepare(pics[:n])
+        row = {
+            "a_predict": median_time(lambda: explainer.predict(batch), reps),
+            "b_one_layer": median_time(lambda: explainer.explain(batch, [chosen]), reps),
+            "c_all_blocks_and_features": median_time(lambda: run_engine(explainer, batch, chosen), reps),
+            "d_floor": median_time(lambda: floor(tf.constant(batch)), reps),
+        }
+        loop_reps = 1 if (quick or n > 1) else 2
+        keras_example(model, batch, blocks[-1])  # warm-up
+        row["e_keras_example_loop"] = median_time(
+            lambda: [keras_example(model, batch, b) for b in blocks], loop_reps, warmup=0
+        )
+        if vis is not None:
+            score = BinaryScore([1.0] * n)
+            vis(score, batch, penultimate_layer=blocks[-1])  # warm-up
+            row["f_tf_keras_vis_loop"] = median_time(
+                lambda: [vis(score, batch, penultimate_layer=b) for b in blocks], loop_reps, warmup=0
+            )
+        row["c/d"] = row["c_all_blocks_and_features"] / row["d_floor"]
+        row["e/c"] = row["e_keras_example_loop"] / row["c_all_blocks_and_features"]
+        if "f_tf_keras_vis_loop" in row:
+            row["f/c"] = row["f_tf_keras_vis_loop"] / row["c_all_blocks_and_features"]
+        out[f"batch{n}"] = row
+        print(f"  {arch} batch {n}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()), file=sys.stderr)
+    out["traces"] = explainer.traces
+    return out
+
+
+COLD = """
+import os, sys, time; t0 = time.perf_counter()
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"; sys.path.insert(0, {root!r})
+from explain.explainer import Explainer; from explain.images import decode_image
+from models.registry import entry_for, load_model, completed_card
+t1 = time.perf_counter(); entry = entry_for({path!r}); model = load_model(entry.path)
+explainer = Explainer.from_card(model, completed_card(entry, model)); t2 = time.perf_counter()
+import numpy as np; rgb = np.full((375, 500, 3), 128, np.uint8)
+explainer.explain(explainer.prepare([rgb]), "blocks"); t3 = time.perf_counter()
+print({{"imports": t1 - t0, "load": t2 - t1, "first_explanation": t3 - t2}})
+"""
+
+
+def cold_start(path: Path) -> dict:
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", COLD.format(root=str(ROOT), path=str(path))],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    total = time.perf_counter() - t0
+    parts = eval(done.stdout.strip().splitlines()[-1])  # our own child's dict of floats
+    return {"total_s": total, **{k + "_s": v for k, v in parts.items()}}
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def memory_run(path: Path, count: int = 200) -> dict:
+    from models.registry import completed_card, entry_for, load_model
+
+    entry = entry_for(path)
+    model = load_model(path)
+    explainer = Explainer(model, completed_card(entry, model).class_names, (SIZE, SIZE))
+    pics = photos(min(count, 200), seed=2)
+    at = {}
+    for i in range(count):
+        run_engine(explainer, explainer.prepare([pics[i % len(pics)]]), explainer.layers.last.path)
+        if i + 1 in (20, count):
+            at[i + 1] = rss_mb()
+    return {
+        "explanations": count,
+        "rss_at_20_mb": at[20],
+        f"rss_at_{count}_mb": at[count],
+        "growth_20_to_end": (at[count] - at[20]) / at[20],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "traces": explainer.traces,
+    }
+
+
+def layer_depth_page(folder: Path, names: tuple[str, str], reps: int) -> float:
+    """Median seconds for the Layer-depth page to answer for a new photo, warm."""
+    from streamlit.testing.v1 import AppTest
+
+    os.environ["CVD_MODELS_DIR"] = str(folder)
+    at = AppTest.from_file(str(ROOT / "pages" / "2_Layer_depth.py"), default_timeout=600)
+    at.session_state["depth_left"], at.session_state["depth_right"] = names
+    at.run()
+    samples = at.multiselect(key="depth_samples").options
+    times = []
+    for sample in samples[1 : reps + 1] or samples[:1]:
+        t0 = time.perf_counter()
+        at.multiselect(key="depth_samples").set_value([sample]).run()
+        times.append(time.perf_counter() - t0)
+        assert not at.exception, [e.message for e in at.exception]
+    return statistics.median(times)
+
+
+def table(report: dict) -> str:
+    keys = [
+        "a_predict",
+        "b_one_layer",
+        "c_all_blocks_and_features",
+        "d_floor",
+        "e_keras_example_loop",
+        "f_tf_keras_vis_loop",
+        "c/d",
+        "e/c",
+        "f/c",
+    ]
+    lines = ["| model | batch | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 2)]
+    for arch, data in report["models"].items():
+        for n in (1, 8):
+            row = data[f"batch{n}"]
+            cells = [f"{row[k]:.3f}" if k in row else "-" for k in keys]
+            lines.append(f"| {arch} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="one repetition of the slow loops (e, f)")
+    parser.add_argument("--memory-count", type=int, default=200)
+    parser.add_argument("--out", help="also write the JSON here")
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="bench-models-"))
+    report: dict = {
+        "device": describe_device(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "input": SIZE,
+        "reps": args.reps,
+        "photos": "real test photos" if TEST.is_dir() else "generated",
+        "models": {},
+    }
+    for arch in ("resnet50", "resnet101"):
+        report["models"][arch] = measure_model(arch, folder, args.reps, args.quick)
+    paths = {arch: model_for(arch, folder)[1] for arch in ("resnet50", "resnet101")}
+    report["cold_start"] = {arch: cold_start(p) for arch, p in paths.items()}
+    report["memory_resnet50"] = memory_run(paths["resnet50"], args.memory_count)
+    names = tuple(
+        ModelCard.load(p.with_suffix(".json")).name if p.with_suffix(".json").is_file() else p.stem
+        for p in paths.values()
+    )
+    page = layer_depth_page(folder, names, reps=3)
+    engine_c = sum(report["models"][a]["batch1"]["c_all_blocks_and_features"] for a in paths)
+    report["layer_depth_page"] = {
+        "warm_new_photo_s": page,
+        "engine_c_both_s": engine_c,
+        "ratio": page / engine_c,
+    }
+    r101 = report["models"]["resnet101"]["batch1"]
+    report["targets"] = {
+        "c/d <= 1.3 (all)": all(
+            report["models"][a][f"batch{n}"]["c/d"] <= 1.3 for a in paths for n in (1, 8)
+        ),
+        "e/c >= 30 (resnet101, batch 1)": r101["e/c"] >= 30,
+        "f/c >= 30 (resnet101, batch 1)": r101.get("f/c", 0) >= 30,
+        "memory growth 20->200 < 5%": report["memory_resnet50"]["growth_20_to_end"] < 0.05,
+        "layer depth page <= 1.5 x c": report["layer_depth_page"]["ratio"] <= 1.5,
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    print("\n" + table(report))
+    print("\nreproduce: pip install -r bench/requirements.txt && python3 bench/explain_speed.py")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
