@@ -63,9 +63,13 @@ def decode_image(
             rgb = _to_rgb(image)
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError("the image declares far too many pixels (a decompression bomb?)") from None
+    except UnidentifiedImageError:
         raise ImageError("the file is not an image we can read (JPEG, PNG, WebP, BMP, GIF, TIFF)") from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, IndexError, TypeError) as err:
+    except MemoryError:
+        raise ImageError("the image is too large to decode in memory") from None
+    except Exception as err:  # noqa: BLE001 - a decoder fed hostile bytes can raise anything
         raise ImageError(f"the image is damaged or truncated ({type(err).__name__})") from None
     if max(rgb.shape[:2]) > max_side:
         rgb = fit_within(rgb, max_side)

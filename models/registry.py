@@ -102,6 +102,10 @@ def load_model(path: str | Path) -> keras.Model:
         raise ModelLoadError(f"{path.name}: no such file")
     suffix = path.suffix.lower()
     if suffix == ".keras" and not zipfile.is_zipfile(path):
+        with open(path, "rb") as fh:
+            starts_like_zip = fh.read(4) == b"PK\x03\x04"
+        if starts_like_zip:
+            raise ModelLoadError(f"{path.name}: the file is damaged or truncated (incomplete zip archive)")
         raise ModelLoadError(f"{path.name}: not a Keras model file (a .keras file is a zip archive)")
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)

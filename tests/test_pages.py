@@ -77,3 +77,23 @@ def test_training_curves_plots_runs_and_summary(user_models):
     assert row["min val loss"] == "0.6600 (epoch 3)"
     assert row["test accuracy"] == "0.6000"
     assert at.get("plotly_chart")
+
+
+def test_a_broken_model_is_named_and_the_others_still_load(small_model_dir, tmp_path, monkeypatch):
+    import shutil
+
+    for name in ("tiny.keras", "tiny.json", "tiny.history.csv"):
+        shutil.copy(small_model_dir / name, tmp_path / name)
+    (tmp_path / "broken.keras").write_bytes(b"PK\x03\x04 not really a zip")
+    (tmp_path / "broken.history.csv").write_text("epoch,accuracy\n")
+    monkeypatch.setenv("CVD_MODELS_DIR", str(tmp_path))
+    at = run("app.py")
+    assert_clean(at)
+    assert "tiny" in list(at.dataframe[0].value["model"])
+    assert any("broken" in e.value and "damaged or truncated" in e.value for e in at.error)
+    at = run("pages/1_Inspect.py", inspect_model="broken")
+    assert_clean(at)
+    assert any("Cannot use model broken" in e.value for e in at.error)
+    at.selectbox(key="inspect_model").set_value("tiny").run()
+    assert_clean(at)
+    assert any(s.value.startswith("Prediction: ") for s in at.subheader)
