@@ -73,6 +73,11 @@ def home() -> None:
         label="Training curves: accuracy and loss of every run, train against validation",
         icon="📈",
     )
+    st.page_link(
+        "pages/4_Errors.py",
+        label="Errors: evaluate on labelled photos; the mistakes, and what the model looked at",
+        icon="🧭",
+    )
 
 
 st.set_page_config(page_title="What does the network look at?", page_icon="🐾", layout="wide")
@@ -82,6 +87,7 @@ navigation = st.navigation(
         st.Page("pages/1_Inspect.py", title="Inspect", icon="🔍", url_path="Inspect"),
         st.Page("pages/2_Layer_depth.py", title="Layer depth", icon="🪜", url_path="Layer_depth"),
         st.Page("pages/3_Training_curves.py", title="Training curves", icon="📈", url_path="Training_curves"),
+        st.Page("pages/4_Errors.py", title="Errors", icon="🧭", url_path="Errors"),
     ]
 )
 navigation.run()

@@ -78,6 +78,7 @@ class Explainer:
         self.layers: LayerCatalog = catalog(model, self.input_shape)
         self._passes: dict[tuple, tf.types.experimental.GenericFunction] = {}
         self._predict = None
+        self._scores = None
         self._lock = threading.Lock()
         self.traces = 0
 
@@ -113,6 +114,21 @@ class Explainer:
 
                 self._predict = tf.function(predict, input_signature=self._signature(), autograph=False)
         return self._predict(tf.convert_to_tensor(batch, tf.float32)).numpy()
+
+    def class_scores(self, batch: np.ndarray, classes: Sequence[int] | int) -> np.ndarray:
+        """Return the (N,) score explained for each image's class (see ``Head.class_score``)."""
+        with self._lock:
+            if self._scores is None:
+
+                def scores(x, c):
+                    self.traces += 1
+                    return self.head.class_score(self._logits(x), c)
+
+                signature = [*self._signature(), tf.TensorSpec((None,), tf.int32)]
+                self._scores = tf.function(scores, input_signature=signature, autograph=False)
+        batch = np.asarray(batch, dtype=np.float32)
+        target = np.broadcast_to(np.asarray(classes, dtype=np.int32), (len(batch),)).copy()
+        return self._scores(tf.convert_to_tensor(batch), tf.convert_to_tensor(target)).numpy()
 
     def _pass_for(self, layers: tuple[str, ...], methods: tuple[str, ...]):
         key = (layers, methods)

@@ -61,13 +61,15 @@ class LayerInfo:
 class LayerCatalog:
     """The explainable layers of one model at one input size, in graph order."""
 
-    def __init__(self, layers: list[LayerInfo]):
+    def __init__(self, layers: list[LayerInfo], leaves: list[str] | None = None):
         if not layers:
             raise ValueError(
                 "the model has no layer with a spatial (height x width x channels) output, "
                 "such as a convolution, so there is nothing for a class activation map to show"
             )
         self.layers = layers
+        #: Every non-container layer's path, in graph order (explainable or not).
+        self.leaves = leaves or [info.path for info in layers]
         self._by_path = {info.path: info for info in layers}
 
     def __getitem__(self, path: str) -> LayerInfo:
@@ -168,7 +170,8 @@ def catalog(model: keras.Model, input_shape: tuple[int, int, int]) -> LayerCatal
         infos.append(LayerInfo(path, type(layer).__name__, (h, w, c), stage, index / total, is_block))
     if not resnet and not inception:
         infos = _thin_blocks(infos, 40)
-    return LayerCatalog(infos)
+    leaves = [path for path, layer, _ in seen if not isinstance(layer, keras.Model)]
+    return LayerCatalog(infos, leaves)
 
 
 def _follows_block(infos: list[LayerInfo], layer: keras.layers.Layer) -> bool:

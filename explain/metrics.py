@@ -42,3 +42,40 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
         return float("nan")
     fpr, tpr = roc_curve(scores, positive)
     return float(np.trapezoid(tpr, fpr))
+
+
+DEGENERATE_CAUSES = (
+    "usual causes: a softmax or log-softmax as the last layer while the loss applies its own "
+    "(from_logits=True, or PyTorch's CrossEntropyLoss after LogSoftmax); a frozen or untrained "
+    "head; training labels that are all one class; a learning rate so high the network died"
+)
+
+
+def degenerate_warning(
+    probabilities: np.ndarray, class_names: list[str], share: float = 0.95, band: float = 0.05
+) -> str | None:
+    """Return a warning when a model answers (nearly) the same class for every image, or its
+    probabilities never leave a narrow band; None when it looks like a working classifier."""
+    n = len(probabilities)
+    if n < 10:
+        return None
+    predicted = probabilities.argmax(axis=1)
+    counts = np.bincount(predicted, minlength=probabilities.shape[1])
+    top = int(counts.argmax())
+    name = class_names[top] if top < len(class_names) else str(top)
+    problems = []
+    if counts[top] / n >= share:
+        problems.append(f"it answers “{name}” for {counts[top] / n:.0%} of the {n} photos")
+    spread = probabilities.max(axis=0) - probabilities.min(axis=0)
+    if float(spread.max()) < band:
+        low, high = probabilities[:, top].min(), probabilities[:, top].max()
+        problems.append(f"its probabilities never leave a narrow band ({name}: {low:.3f}–{high:.3f})")
+    if not problems:
+        return None
+    return (
+        "This model looks degenerate: "
+        + "; and ".join(problems)
+        + ". "
+        + DEGENERATE_CAUSES.capitalize()
+        + "."
+    )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import os
 import re
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,3 +179,43 @@ class Augmentation:
                 warped = warped[:, ::-1]
             out[i] = warped
         return out
+
+
+MAX_ZIP_MEMBERS = 5000
+MAX_ZIP_BYTES = 500 * 1024 * 1024
+
+
+def _safe_part(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:80]
+
+
+def extract_labelled_zip(data: bytes, dest: str | Path) -> Path:
+    """Extract the photos of a zip of class folders into ``dest``; return the folder to list.
+
+    Only image files are written, under names we make (``dest/<class>/<n>_<name>``): no path
+    inside the archive ever becomes a path here. Raises ValueError for a bad or huge archive.
+    """
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise ValueError("the upload is not a zip archive") from None
+    members = [m for m in archive.infolist() if not m.is_dir()]
+    if len(members) > MAX_ZIP_MEMBERS:
+        raise ValueError(f"the archive holds {len(members)} files; the limit is {MAX_ZIP_MEMBERS}")
+    if sum(m.file_size for m in members) > MAX_ZIP_BYTES:
+        raise ValueError(f"the archive unpacks to more than {MAX_ZIP_BYTES // 2**20} MB")
+    dest = Path(dest)
+    written = 0
+    for index, member in enumerate(members):
+        parts = [p for p in member.filename.replace("\\", "/").split("/") if p and p not in (".", "..")]
+        if len(parts) < 2 or Path(parts[-1]).suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        label = _safe_part(parts[-2]) or "unlabelled"
+        target = dest / label / f"{index}_{_safe_part(parts[-1])}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with archive.open(member) as src:
+            target.write_bytes(src.read(MAX_ZIP_BYTES))
+        written += 1
+    if not written:
+        raise ValueError("the archive has no photos inside class folders (e.g. cats/x.jpg, dogs/y.jpg)")
+    return dest

@@ -23,7 +23,13 @@ import numpy as np  # noqa: E402
 
 from explain.explainer import Explainer  # noqa: E402
 from explain.images import ImageError, decode_image  # noqa: E402
-from explain.metrics import accuracy, confusion_matrix, log_loss, roc_auc  # noqa: E402
+from explain.metrics import (  # noqa: E402
+    accuracy,
+    confusion_matrix,
+    degenerate_warning,
+    log_loss,
+    roc_auc,
+)
 from models.data import LabelledFiles, list_labelled  # noqa: E402
 from models.registry import ModelLoadError, completed_card, find, load_model  # noqa: E402
 
@@ -44,6 +50,7 @@ class Evaluation:
     unreadable: list[str]
     seconds: float
     input_size: list[int]
+    warning: str | None = None  # set when the model looks degenerate
 
     def summary(self) -> dict:
         return {
@@ -54,6 +61,7 @@ class Evaluation:
             "data": self.data,
             "confusion": self.confusion,
             "input_size": self.input_size,
+            "warning": self.warning,
         }
 
 
@@ -96,6 +104,10 @@ def evaluate(
     """Return the :class:`Evaluation` of ``explainer``'s model on ``files``."""
     t0 = time.time()
     probs, kept, bad = predict_files(explainer, files, batch_size, progress)
+    return _evaluation(explainer, files, model_name, probs, kept, bad, time.time() - t0)
+
+
+def _evaluation(explainer, files, model_name, probs, kept, bad, seconds) -> Evaluation:
     labels = files.labels[kept]
     predicted = probs.argmax(axis=1) if len(probs) else np.zeros(0, np.int64)
     n_classes = explainer.head.n_classes
@@ -122,9 +134,67 @@ def evaluate(
             for i in wrong
         ],
         unreadable=bad,
-        seconds=time.time() - t0,
+        seconds=seconds,
         input_size=list(explainer.input_shape[:2]),
+        warning=degenerate_warning(probs, names) if len(probs) else None,
     )
+
+
+CACHE_DIR = Path(os.environ.get("CVD_CACHE_DIR", Path(__file__).resolve().parents[1] / ".cache"))
+
+
+def evaluation_key(model_path: str | Path, files: LabelledFiles, input_size: tuple[int, int]) -> str:
+    """Return a key that changes when the model file, the photo list or the input size does."""
+    import hashlib
+
+    stat = Path(model_path).stat()
+    text = f"{Path(model_path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{input_size}|" + "\n".join(
+        f"{p}|{label}" for p, label in zip(files.paths, files.labels)
+    )
+    return hashlib.sha1(text.encode()).hexdigest()[:20]
+
+
+def cached_evaluation(
+    explainer: Explainer,
+    files: LabelledFiles,
+    model_path: str | Path,
+    model_name: str = "",
+    progress: Callable[[int, int], None] | None = None,
+    cache_dir: str | Path | None = None,
+) -> tuple[Evaluation, np.ndarray, list[str], np.ndarray]:
+    """Return (evaluation, probabilities, paths, labels), from the disk cache when it has them."""
+    folder = Path(cache_dir or CACHE_DIR) / "evaluations"
+    key = evaluation_key(model_path, files, explainer.input_shape[:2])
+    path = folder / f"{key}.json"
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+            return (
+                Evaluation(**saved["evaluation"]),
+                np.asarray(saved["probabilities"], np.float32),
+                saved["paths"],
+                np.asarray(saved["labels"], np.int64),
+            )
+        except (ValueError, KeyError, TypeError):
+            path.unlink(missing_ok=True)
+    probs, kept, bad = predict_files(explainer, files, progress=progress)
+    result = _evaluation(explainer, files, model_name, probs, kept, bad, 0.0)
+    paths = [files.paths[i] for i in kept]
+    labels = files.labels[kept]
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(
+        json.dumps(
+            {
+                "evaluation": asdict(result),
+                "probabilities": probs.tolist(),
+                "paths": paths,
+                "labels": labels.tolist(),
+            }
+        )
+    )
+    tmp.replace(path)
+    return result, probs, paths, labels
 
 
 def format_report(result: Evaluation, max_files: int = 20) -> str:
@@ -154,6 +224,8 @@ def format_report(result: Evaluation, max_files: int = 20) -> str:
         lines.append(f"  ... and {len(result.misclassified) - max_files} more (--json lists all)")
     for message in result.unreadable:
         lines.append(f"unreadable: {message}")
+    if result.warning:
+        lines.append(f"\nwarning: {result.warning}")
     lines.append(f"\n{result.seconds:.1f} s")
     return "\n".join(lines)
 

@@ -97,3 +97,47 @@ def test_a_broken_model_is_named_and_the_others_still_load(small_model_dir, tmp_
     at.selectbox(key="inspect_model").set_value("tiny").run()
     assert_clean(at)
     assert any(s.value.startswith("Prediction: ") for s in at.subheader)
+
+
+def make_labelled_folder(root, per_class=6):
+    from PIL import Image
+
+    from tests.conftest import random_photo
+
+    for label in ("cats", "dogs"):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(random_photo(i + (50 if label == "dogs" else 0), (60, 80))).save(
+                root / label / f"{i}.png"
+            )
+    return root
+
+
+def test_errors_page_evaluates_caches_and_shows_the_gallery(user_models, tmp_path, monkeypatch):
+    monkeypatch.setenv("CVD_CACHE_DIR", str(tmp_path / "cache"))
+    import models.evaluate
+
+    monkeypatch.setattr(models.evaluate, "CACHE_DIR", tmp_path / "cache")
+    folder = make_labelled_folder(tmp_path / "photos")
+    at = run(
+        "pages/4_Errors.py",
+        errors_model="tiny",
+        errors_source="a folder on this machine",
+        errors_folder=str(folder),
+    )
+    assert_clean(at)
+    assert [m.label for m in at.metric] == ["Accuracy", "Loss", "ROC AUC", "Photos"]
+    assert at.metric[3].value == "12"
+    assert len(list((tmp_path / "cache" / "evaluations").glob("*.json"))) == 1
+    assert len(at.get("image")) >= 2
+    # An untrained small CNN answers one class for nearly everything: the page says so.
+    probs_band = any("degenerate" in w.value for w in at.warning)
+    assert probs_band
+    again = run(
+        "pages/4_Errors.py",
+        errors_model="tiny",
+        errors_source="a folder on this machine",
+        errors_folder=str(folder),
+    )
+    assert_clean(again)
+    assert again.metric[0].value == at.metric[0].value

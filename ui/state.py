@@ -136,6 +136,11 @@ def photo_inputs(key: str, multiple: bool = True) -> tuple[list[Photo], list[str
     )
     photos, errors = [], []
     given = [(u.name, u.getvalue) for u in uploads] + [(n, samples[n]) for n in chosen]
+    opened = st.session_state.get(f"{key}_open")
+    if opened:
+        from pathlib import Path
+
+        given.insert(0, (Path(opened).name, Path(opened).read_bytes))
     if len(given) > MAX_PHOTOS:
         errors.append(f"{len(given)} photos given; only the first {MAX_PHOTOS} are used")
         given = given[:MAX_PHOTOS]
