@@ -44,6 +44,8 @@ METHODS: dict[str, CamMethod] = {
     "layercam": layer_cam,
 }
 METHOD_LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "layercam": "Layer-CAM"}
+#: Methods that need more than the one pass (see explain.score_cam), offered where one map is shown.
+SLOW_METHOD_LABELS = {"scorecam": "Score-CAM (64 forward passes)"}
 
 
 @dataclass(frozen=True)

@@ -112,3 +112,21 @@ def faithfulness(
         original=float(probs[0]),
         top20_kept=float(probs[-1]),
     )
+
+
+def by_depth(
+    explainer: Explainer,
+    image: np.ndarray,
+    cams: dict[str, np.ndarray],
+    target: int,
+    steps: int = 10,
+) -> list[dict[str, float | str]]:
+    """Return, per layer of ``cams`` (layer path -> raw map), its relative depth and the
+    faithfulness figures of its map, for one model input ``image``."""
+    from explain.cams import normalize
+
+    rows = []
+    for path, cam in cams.items():
+        scores = faithfulness(explainer, image, normalize(cam).values, target, steps=steps)
+        rows.append({"layer": path, "depth": explainer.layers[path].depth, **scores.summary()})
+    return rows

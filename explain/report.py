@@ -9,7 +9,7 @@ import json
 import re
 import zipfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 from PIL import Image
@@ -64,7 +64,7 @@ def html_report(title: str, sections: list[Section], card: dict | None = None) -
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}",
         "pre{background:#f6f6f6;padding:1em;overflow:auto}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
-        f"<p><small>{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC</small></p>",
+        f"<p><small>{datetime.now(UTC):%Y-%m-%d %H:%M} UTC</small></p>",
     ]
     for section in sections:
         parts.append(f"<h2>{esc(section.heading)}</h2>")

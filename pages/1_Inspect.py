@@ -1,13 +1,24 @@
 """Inspect: prediction, Grad-CAM for either class at any layer, and feature maps."""
 
 import numpy as np
+import plotly.graph_objects as go
 import streamlit as st
 
-from explain.cams import METHOD_LABELS
+from explain.cams import METHOD_LABELS, SLOW_METHOD_LABELS
 from explain.feature_maps import channel_map, feature_grid, top_channels
 from explain.overlay import COLORMAPS, colorize
+from explain.report import Section, html_report, zip_of_pngs
 from ui.render import layer_label, overlay_for, png_bytes
-from ui.state import model_picker, photo_inputs, sidebar_models, try_load
+from ui.state import (
+    explain,
+    faithfulness_of,
+    model_picker,
+    photo_inputs,
+    sanity_of,
+    score_cam_map,
+    sidebar_models,
+    try_load,
+)
 
 st.set_page_config(page_title="Inspect", page_icon="🔍", layout="wide")
 st.title("Inspect")
@@ -15,7 +26,8 @@ st.title("Inspect")
 entries = sidebar_models()
 with st.sidebar:
     entry = model_picker("Model", entries, key="inspect_model")
-    method = st.selectbox("Method", list(METHOD_LABELS), format_func=METHOD_LABELS.get, key="inspect_method")
+    labels = {**METHOD_LABELS, **SLOW_METHOD_LABELS}
+    method = st.selectbox("Method", list(labels), format_func=labels.get, key="inspect_method")
     colormap = st.selectbox("Colormap", list(COLORMAPS), key="inspect_colormap")
     opacity = st.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="inspect_opacity")
 if entry is None:
@@ -93,31 +105,26 @@ with left:
     st.image(photo.rgb, caption=f"{photo.name} ({photo.rgb.shape[1]}×{photo.rgb.shape[0]})", width="stretch")
 
 # One cached pass: maps at every block (so moving between blocks is free) plus the chosen layer.
+in_pass = method if method in METHOD_LABELS else "gradcam"
 with st.spinner("Explaining…"):
-    from ui.state import explain
-
     layers = [info.path for info in catalog.blocks] or [layer]
-    result = explain(loaded, photo, layers + [layer], target, (method,), keep=layer)
-picture, scaled = overlay_for(photo.rgb, result.cam(layer, 0, method), opacity, colormap)
+    result = explain(loaded, photo, layers + [layer], target, (in_pass,), keep=layer)
+    if method in SLOW_METHOD_LABELS:
+        cam = score_cam_map(loaded, photo, layer, target)
+    else:
+        cam = result.cam(layer, 0, method)
+picture, scaled = overlay_for(photo.rgb, cam, opacity, colormap)
+method_name = labels[method].split(" (")[0]
 with right:
-    st.subheader(f"{METHOD_LABELS[method]} for “{explainer.class_names[target]}”")
+    st.subheader(f"{method_name} for “{explainer.class_names[target]}”")
     st.image(
-        picture,
-        caption=f"{layer} · {METHOD_LABELS[method]} · class {explainer.class_names[target]}",
-        width="stretch",
+        picture, caption=f"{layer} · {method_name} · class {explainer.class_names[target]}", width="stretch"
     )
     if not scaled.ok:
         st.warning(f"No meaningful heatmap: {scaled.message}.")
-    st.download_button(
-        "Download overlay PNG",
-        png_bytes(picture),
-        file_name=f"{method}_{layer.replace('/', '_')}_{explainer.class_names[target]}.png",
-        mime="image/png",
-        key="inspect_download",
-    )
-    h, w = result.cam(layer, 0, method).shape
     st.caption(
-        f"Map resolution {h}×{w} cells, shown at the photo's {photo.rgb.shape[1]}×{photo.rgb.shape[0]} px."
+        f"Map resolution {cam.shape[0]}×{cam.shape[1]} cells, shown at the photo's "
+        f"{photo.rgb.shape[1]}×{photo.rgb.shape[0]} px."
     )
 
 st.divider()
@@ -135,17 +142,112 @@ with c1:
     zoom = st.number_input(
         f"Channel to zoom (0–{channels - 1})", 0, channels - 1, int(top[0]), key="inspect_channel"
     )
+    zoomed = colorize(channel_map(activations, int(zoom)), "viridis")
     st.image(
-        colorize(channel_map(activations, int(zoom)), "viridis"),
+        zoomed,
         caption=f"channel {int(zoom)}: mean {activations[..., int(zoom)].mean():.3f}, "
         f"max {activations[..., int(zoom)].max():.3f}",
         width="stretch",
     )
+grid = feature_grid(activations, top, tile=96)
 with c2:
     st.image(
-        feature_grid(activations, top, tile=96),
-        caption="channels by mean activation: " + ", ".join(str(int(c)) for c in top),
-        width="stretch",
+        grid, caption="channels by mean activation: " + ", ".join(str(int(c)) for c in top), width="stretch"
     )
 if not np.isfinite(activations).all():
     st.warning("This layer's activations hold NaN or infinite values.")
+
+st.divider()
+st.subheader("Can this map be trusted?")
+f_col, s_col = st.columns(2)
+sections = []
+with f_col:
+    st.markdown(
+        "**Faithfulness**: delete the pixels the map ranks highest (the probability should fall "
+        "fast: low area) or reveal them on a blurred photo (it should rise fast: high area)."
+    )
+    if st.toggle("Measure faithfulness (about 40 forward passes)", key="inspect_faithfulness"):
+        with st.spinner("Deleting and inserting pixels…"):
+            faith = faithfulness_of(loaded, photo, layer, target, method, cam)
+        figure = go.Figure()
+        figure.add_scatter(
+            x=faith.fractions, y=faith.deletion, name=f"deletion (area {faith.deletion_auc:.3f})"
+        )
+        figure.add_scatter(
+            x=faith.fractions, y=faith.insertion, name=f"insertion (area {faith.insertion_auc:.3f})"
+        )
+        figure.update_layout(
+            height=320,
+            xaxis_title="fraction of pixels",
+            yaxis_title=f"p({explainer.class_names[target]})",
+            legend={"orientation": "h", "y": -0.3},
+            margin={"t": 20},
+        )
+        st.plotly_chart(figure, width="stretch")
+        st.caption(
+            f"Keeping only the top 20% of the map changes the probability by {-faith.top20_drop:+.3f} "
+            f"(from {faith.original:.3f})."
+        )
+        sections.append(Section("Faithfulness", figures={k: f"{v:.4f}" for k, v in faith.summary().items()}))
+with s_col:
+    st.markdown(
+        "**Sanity check**: re-initialise the weights from the top block down. A map that explains "
+        "the model changes as it is destroyed (rank correlation falls); one that does not only shows edges."
+    )
+    if st.toggle("Run the randomisation check", key="inspect_sanity"):
+        with st.spinner("Randomising block by block…"):
+            steps = sanity_of(loaded, photo, layer, target, in_pass)
+        figure = go.Figure(
+            go.Scatter(x=[s.randomised for s in steps], y=[s.spearman for s in steps], mode="lines+markers")
+        )
+        figure.update_layout(
+            height=320,
+            yaxis_title="rank correlation with the original map",
+            yaxis_range=[-1, 1],
+            xaxis_title="randomised down to",
+            margin={"t": 20},
+        )
+        st.plotly_chart(figure, width="stretch")
+        if method in SLOW_METHOD_LABELS:
+            st.caption("Run with Grad-CAM: Score-CAM would need 64 passes at every step.")
+        sections.append(
+            Section("Randomisation check", figures={s.randomised: f"{s.spearman:.3f}" for s in steps})
+        )
+
+st.divider()
+pictures = {
+    "photo": photo.rgb,
+    f"{method}_{layer}_{explainer.class_names[target]}": picture,
+    f"features_{layer}": grid,
+    f"channel_{int(zoom)}": zoomed,
+}
+report = html_report(
+    f"{photo.name}: {loaded.name}",
+    [
+        Section("Prediction", figures={n: f"{p:.4f}" for n, p in zip(explainer.class_names, probs)}),
+        Section(
+            f"{method_name} at {layer} for “{explainer.class_names[target]}”",
+            scaled.message,
+            pictures=[("photo", photo.rgb), ("overlay", picture)],
+        ),
+        Section(f"Feature maps of {layer}", pictures=[("strongest channels", grid)]),
+        *sections,
+    ],
+    loaded.card.to_dict(),
+)
+d1, d2, d3 = st.columns(3)
+d1.download_button(
+    "Download overlay PNG",
+    png_bytes(picture),
+    file_name=f"{method}_{layer.replace('/', '_')}_{explainer.class_names[target]}.png",
+    mime="image/png",
+    key="inspect_download",
+)
+d2.download_button(
+    "Download this view (PNGs in a ZIP)",
+    zip_of_pngs(pictures),
+    "inspect.zip",
+    "application/zip",
+    key="inspect_zip",
+)
+d3.download_button("Download an HTML report", report, "inspect.html", "text/html", key="inspect_html")

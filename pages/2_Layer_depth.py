@@ -1,11 +1,21 @@
 """Layer depth: two models side by side, the explanation at every residual block."""
 
 import streamlit as st
+from plotly.subplots import make_subplots
 
 from explain.cams import METHOD_LABELS
 from explain.overlay import COLORMAPS
+from explain.report import Section, html_report, zip_of_pngs
 from ui.render import overlay_for, thumbnail
-from ui.state import explain, model_picker, photo_inputs, sidebar_models, try_load
+from ui.state import (
+    explain,
+    faithfulness_by_depth,
+    faithfulness_study,
+    model_picker,
+    photo_inputs,
+    sidebar_models,
+    try_load,
+)
 
 st.set_page_config(page_title="Layer depth", page_icon="🪜", layout="wide")
 st.title("Layer depth")
@@ -103,3 +113,78 @@ for stage in rows:
                 captions.append(f"{info.name} · {info.depth:.2f}{flag}")
             if pictures:
                 st.image(pictures, caption=captions, width=150)
+
+st.divider()
+st.subheader("Which depth gives the most faithful map?")
+st.caption(
+    "Deletion area: the class probability as the map's top pixels are removed (lower is better). "
+    "Insertion area: as they are revealed on a blurred photo (higher is better)."
+)
+figure = make_subplots(
+    rows=1, cols=2, subplot_titles=("deletion area (lower is better)", "insertion area (higher is better)")
+)
+palette = ["#1f77b4", "#d62728"]
+if st.toggle("Measure for this photo (about 20 forward passes per block)", key="depth_faithfulness"):
+    for i, (loaded, shown, result) in enumerate(panels):
+        with st.spinner(f"Measuring {loaded.name} at {len(shown)} layers…"):
+            rows = faithfulness_by_depth(
+                loaded, photo, tuple(info.path for info in shown), int(result.targets[0]), method
+            )
+        for col, key in ((1, "deletion_auc"), (2, "insertion_auc")):
+            figure.add_scatter(
+                x=[r["depth"] for r in rows],
+                y=[r[key] for r in rows],
+                mode="lines+markers",
+                name=f"{loaded.name} · this photo",
+                line={"color": palette[i]},
+                showlegend=col == 1,
+                row=1,
+                col=col,
+            )
+study = faithfulness_study()
+if study:
+    for i, model in enumerate(m for m in study["models"] if m["model"] in {p[0].name for p in panels}):
+        for col, key in ((1, "deletion_auc"), (2, "insertion_auc")):
+            figure.add_scatter(
+                x=[b["depth"] for b in model["blocks"]],
+                y=[b[key] for b in model["blocks"]],
+                mode="lines",
+                line={"color": palette[i % 2], "dash": "dash"},
+                name=f"{model['model']} · mean of {model['photos']} test photos",
+                showlegend=col == 1,
+                row=1,
+                col=col,
+            )
+if figure.data:
+    figure.update_xaxes(title_text="relative depth")
+    figure.update_layout(height=380, legend={"orientation": "h", "y": -0.3}, margin={"t": 40})
+    st.plotly_chart(figure, width="stretch")
+else:
+    st.caption("No folder-averaged study shipped yet: `python -m models.faithfulness` makes one.")
+
+pictures, sections = {}, []
+for loaded, shown, result in panels:
+    section = Section(
+        f"{loaded.name}: predicted {loaded.explainer.class_names[int(result.predicted[0])]} "
+        f"({float(result.probabilities[0].max()):.1%})"
+    )
+    for info in shown:
+        picture, _ = overlay_for(small, result.cam(info.path, 0, method), opacity, colormap)
+        pictures[f"{loaded.name}_{info.name}"] = picture
+        section.pictures.append((f"{info.path} · depth {info.depth:.2f}", picture))
+    sections.append(section)
+d1, d2 = st.columns(2)
+d1.download_button(
+    "Download every map (PNGs in a ZIP)",
+    zip_of_pngs(pictures),
+    "layer_depth.zip",
+    "application/zip",
+    key="depth_zip",
+)
+d2.download_button(
+    "Download an HTML report",
+    html_report(f"Layer depth: {photo.name}", sections),
+    "layer_depth.html",
+    "text/html",
+    key="depth_html",
+)

@@ -141,3 +141,24 @@ def test_errors_page_evaluates_caches_and_shows_the_gallery(user_models, tmp_pat
     )
     assert_clean(again)
     assert again.metric[0].value == at.metric[0].value
+
+
+def test_inspect_score_cam_faithfulness_sanity_and_exports(user_models):
+    at = run("pages/1_Inspect.py", inspect_model="tiny", inspect_method="scorecam")
+    assert_clean(at)
+    assert any(s.value.startswith("Score-CAM for") for s in at.subheader)
+    at.toggle(key="inspect_faithfulness").set_value(True).run()
+    at.toggle(key="inspect_sanity").set_value(True).run()
+    assert_clean(at)
+    assert len(at.get("plotly_chart")) == 2
+    assert any("top 20%" in c.value for c in at.caption)
+    labels = [b.label for b in at.get("download_button")]
+    assert labels == ["Download overlay PNG", "Download this view (PNGs in a ZIP)", "Download an HTML report"]
+
+
+def test_layer_depth_faithfulness_and_exports(user_models):
+    at = run("pages/2_Layer_depth.py", depth_left="tiny", depth_right="tiny", depth_faithfulness=True)
+    assert_clean(at)
+    assert at.get("plotly_chart")
+    assert [b.label for b in at.get("download_button")] == [
+        "Download every map (PNGs in a ZIP)", "Download an HTML report"]

@@ -177,3 +177,84 @@ def sidebar_models() -> list[RegistryEntry]:
         if entry.card_error:
             st.sidebar.warning(entry.card_error)
     return entries
+
+
+def _input_of(loaded: LoadedModel, photo: Photo) -> np.ndarray:
+    return loaded.explainer.prepare([photo.rgb])[0]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _score_cam(model_key: str, digest: str, layer: str, target: int, _loaded, _photo) -> np.ndarray:
+    from explain.score_cam import score_cam
+
+    result = explain(_loaded, _photo, [layer], target, ("gradcam",), keep=layer)
+    return score_cam(
+        _loaded.explainer, _input_of(_loaded, _photo), result.kept_activations[0], int(result.targets[0])
+    )
+
+
+def score_cam_map(loaded: LoadedModel, photo: Photo, layer: str, target: int) -> np.ndarray:
+    """Return the Score-CAM of one photo at one layer (cached; about 64 forward passes)."""
+    return _score_cam(f"{loaded.name}:{id(loaded.explainer)}", photo.digest, layer, target, loaded, photo)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _faithfulness(model_key: str, digest: str, layer: str, target: int, method: str, _loaded, _photo, _cam):
+    from explain.cams import normalize
+    from explain.faithfulness import faithfulness
+
+    return faithfulness(_loaded.explainer, _input_of(_loaded, _photo), normalize(_cam).values, target)
+
+
+def faithfulness_of(loaded: LoadedModel, photo: Photo, layer: str, target: int, method: str, cam: np.ndarray):
+    """Return deletion/insertion curves for a map (cached by model, photo, layer, class, method)."""
+    key = f"{loaded.name}:{id(loaded.explainer)}"
+    return _faithfulness(key, photo.digest, layer, target, method, loaded, photo, cam)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _sanity(model_key: str, digest: str, layer: str, target: int, method: str, _loaded, _photo):
+    from explain.sanity import randomisation_check
+
+    batch = _loaded.explainer.prepare([_photo.rgb])
+    return randomisation_check(_loaded.explainer, batch, layer, target, method)
+
+
+def sanity_of(loaded: LoadedModel, photo: Photo, layer: str, target: int, method: str):
+    """Return the randomisation check's steps for one photo and layer (cached)."""
+    return _sanity(
+        f"{loaded.name}:{id(loaded.explainer)}", photo.digest, layer, target, method, loaded, photo
+    )
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _by_depth(
+    model_key: str, digest: str, layers: tuple[str, ...], target: int, method: str, _loaded, _photo
+):
+    from explain.faithfulness import by_depth
+
+    result = explain(_loaded, _photo, list(layers), target, (method,))
+    cams = {layer: result.cam(layer, 0, method) for layer in layers}
+    return by_depth(_loaded.explainer, _input_of(_loaded, _photo), cams, int(result.targets[0]))
+
+
+def faithfulness_by_depth(
+    loaded: LoadedModel, photo: Photo, layers: tuple[str, ...], target: int, method: str
+):
+    """Return faithfulness figures per layer for one photo (cached)."""
+    return _by_depth(
+        f"{loaded.name}:{id(loaded.explainer)}", photo.digest, layers, target, method, loaded, photo
+    )
+
+
+def faithfulness_study() -> dict | None:
+    """Return the shipped folder-averaged faithfulness-by-depth study, if there is one."""
+    import json
+
+    from models.registry import DEFAULT_DIR
+
+    path = DEFAULT_DIR / "faithfulness_by_depth.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except ValueError:
+        return None
