@@ -188,3 +188,4 @@ d2.download_button(
     "text/html",
     key="depth_html",
 )
+st.caption(f"Done: {photo.name} with {panels[0][0].name} and {panels[1][0].name}.")

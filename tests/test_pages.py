@@ -161,4 +161,6 @@ def test_layer_depth_faithfulness_and_exports(user_models):
     assert_clean(at)
     assert at.get("plotly_chart")
     assert [b.label for b in at.get("download_button")] == [
-        "Download every map (PNGs in a ZIP)", "Download an HTML report"]
+        "Download every map (PNGs in a ZIP)",
+        "Download an HTML report",
+    ]
