@@ -6,25 +6,30 @@ feature maps and overlays, for any Keras image classifier. No UI inside.
 >>> rgb = decode_image(open("cat.jpg", "rb").read())
 >>> result = explainer.explain(explainer.prepare([rgb]), layers="blocks")
 >>> picture = overlay(rgb, normalize(result.cam(explainer.layers.last.path)).values)
+
+Names load on first use, so ``explain.images`` works without TensorFlow (the JAX route).
 """
 
-from explain.cams import METHODS, grad_cam, grad_cam_plus_plus, layer_cam, normalize
-from explain.explainer import Explainer, Explanation
-from explain.images import ImageError, decode_image
-from explain.layers import LayerCatalog, LayerInfo
-from explain.overlay import overlay
+from importlib import import_module
 
-__all__ = [
-    "METHODS",
-    "Explainer",
-    "Explanation",
-    "ImageError",
-    "LayerCatalog",
-    "LayerInfo",
-    "decode_image",
-    "grad_cam",
-    "grad_cam_plus_plus",
-    "layer_cam",
-    "normalize",
-    "overlay",
-]
+_EXPORTS = {
+    "METHODS": "explain.cams",
+    "grad_cam": "explain.cams",
+    "grad_cam_plus_plus": "explain.cams",
+    "layer_cam": "explain.cams",
+    "normalize": "explain.cams",
+    "Explainer": "explain.explainer",
+    "Explanation": "explain.explainer",
+    "ImageError": "explain.images",
+    "decode_image": "explain.images",
+    "LayerCatalog": "explain.layers",
+    "LayerInfo": "explain.layers",
+    "overlay": "explain.overlay",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'explain' has no attribute {name!r}")

@@ -1,0 +1,106 @@
+"""Ship a training run as a default model: weights (float16), card, history, test figures.
+
+    python -m models.publish --run runs/resnet50 --name resnet50 \\
+        --test ../shared/data/cats_vs_dogs/test [--to models/default] [--size 160]
+
+A run that has not finished is shipped from its last checkpoint, and its card says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from explain.explainer import Explainer  # noqa: E402
+from models.card import ModelCard, Preprocessing  # noqa: E402
+from models.data import list_labelled  # noqa: E402
+from models.evaluate import evaluate  # noqa: E402
+from models.export import save_for_inference  # noqa: E402
+from models.registry import DEFAULT_DIR, load_model  # noqa: E402
+
+
+def publish(run: Path, name: str, to: Path, test: str | None, size: int | None) -> ModelCard:
+    state = json.loads((run / "state.json").read_text())
+    finished = (run / "model.keras").is_file() and (run / "model.json").is_file()
+    to.mkdir(parents=True, exist_ok=True)
+    target = to / f"{name}.keras"
+    if finished:
+        card = ModelCard.load(run / "model.json")
+        shutil.copyfile(run / "model.keras", target)
+    else:
+        model = load_model(run / "checkpoint.keras")
+        save_for_inference(model, target)
+        recipe = state.get("recipe", {})
+        last = recipe.get("phases", [[160, 0]])[-1][0]
+        card = ModelCard(
+            name=name,
+            architecture=state.get("arch", "unknown"),
+            class_names=state.get("class_names", ["cat", "dog"]),
+            preprocessing=Preprocessing(input_size=(last, last)),
+            training={
+                k: state.get(k)
+                for k in (
+                    "preset",
+                    "recipe",
+                    "data",
+                    "n_train",
+                    "n_val",
+                    "seed",
+                    "epochs_done",
+                    "seconds",
+                    "best_val_accuracy",
+                )
+            },
+            notes=f"Unfinished run: shipped from the checkpoint after epoch {state['epochs_done']} of "
+            f"{sum(n for _, n in recipe.get('phases', []))}.",
+        )
+    card.name = name
+    if size:
+        card.preprocessing.input_size = (size, size)
+    shutil.copyfile(run / "history.csv", to / f"{name}.history.csv")
+    card.history = f"{name}.history.csv"
+    card.training["epochs"] = state["epochs_done"]
+    card.training["seconds"] = round(state.get("seconds", 0))
+    if test:
+        model = load_model(target)
+        explainer = Explainer.from_card(model, card)
+        result = evaluate(explainer, list_labelled(test, card.class_names), name)
+        card.test = {
+            **result.summary(),
+            "misclassified": len(result.misclassified),
+            "command": f"python -m models.evaluate --model {name} --data {test}",
+        }
+        print(
+            f"{name}: test accuracy {result.accuracy:.4f}, loss {result.loss:.4f}, "
+            f"ROC AUC {result.roc_auc}, {result.n} photos",
+            file=sys.stderr,
+        )
+    card.save(to / f"{name}.json")
+    return card
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m models.publish",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--run", required=True, help="a models.train run folder")
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--to", default=str(DEFAULT_DIR))
+    parser.add_argument("--test", help="labelled test folder to evaluate on (figures go in the card)")
+    parser.add_argument("--size", type=int, help="input side the card declares (default: the run's)")
+    args = parser.parse_args(argv)
+    card = publish(Path(args.run), args.name, Path(args.to), args.test, args.size)
+    print(json.dumps(card.test or {}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
