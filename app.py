@@ -56,6 +56,13 @@ def home() -> None:
         )
     for message in problems:
         st.error(message)
+    warnings = {row["model"]: None for row in rows}
+    for entry in entries:
+        warnings[entry.name] = (entry.card.test or {}).get("warning")
+    warnings.update(st.session_state.get("degenerate", {}))
+    for name, warning in warnings.items():
+        if warning:
+            st.warning(f"**{name}**: {warning}")
 
     st.subheader("Where to go next")
     st.page_link(

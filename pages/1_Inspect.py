@@ -104,11 +104,12 @@ with left:
     )
     st.image(photo.rgb, caption=f"{photo.name} ({photo.rgb.shape[1]}×{photo.rgb.shape[0]})", width="stretch")
 
-# One cached pass: maps at every block (so moving between blocks is free) plus the chosen layer.
+# One cached pass for every layer in the list.
 in_pass = method if method in METHOD_LABELS else "gradcam"
 with st.spinner("Explaining…"):
-    layers = [info.path for info in catalog.blocks] or [layer]
-    result = explain(loaded, photo, layers + [layer], target, (in_pass,), keep=layer)
+    # The tap set is the whole list shown (blocks, or every layer): picking another layer from
+    # it reuses the same compiled pass, and the cached result when the photo is the same.
+    result = explain(loaded, photo, paths, target, (in_pass,), keep=layer)
     if method in SLOW_METHOD_LABELS:
         cam = score_cam_map(loaded, photo, layer, target)
     else:

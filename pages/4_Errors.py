@@ -86,6 +86,7 @@ c1.metric("Accuracy", f"{result.accuracy:.2%}")
 c2.metric("Loss", f"{result.loss:.4f}")
 c3.metric("ROC AUC", "–" if result.roc_auc is None else f"{result.roc_auc:.4f}")
 c4.metric("Photos", result.n)
+st.session_state.setdefault("degenerate", {})[loaded.name] = result.warning
 if result.warning:
     st.warning(result.warning)
 for message in result.unreadable[:5]:

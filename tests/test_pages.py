@@ -164,3 +164,19 @@ def test_layer_depth_faithfulness_and_exports(user_models):
         "Download every map (PNGs in a ZIP)",
         "Download an HTML report",
     ]
+
+
+def test_inspect_any_layer_reuses_one_pass(user_models):
+    from models.registry import scan
+    from ui.state import load
+
+    at = run("pages/1_Inspect.py", inspect_model="tiny", inspect_blocks_only=False)
+    assert_clean(at)
+    explainer = load(next(e for e in scan() if e.name == "tiny")).explainer  # the page's cached model
+    before = explainer.traces
+    for layer in ("conv1", "pool1", "conv2", "pool2", "conv3"):
+        at.selectbox(key="inspect_layer").set_value(layer).run()
+        assert_clean(at)
+        assert any(s.value == f"Feature maps of {layer}" for s in at.subheader)
+    at.radio(key="inspect_class").set_value(0).run()
+    assert explainer.traces == before
