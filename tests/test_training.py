@@ -161,3 +161,50 @@ def test_evaluate_cli_reports_figures(tmp_path, capsys):
     assert json.loads((tmp_path / "m.json").read_text())["test"]["n"] == 12
     assert main(["--model", str(tmp_path / "nope.keras"), "--data", str(data)]) == 2
     keras.backend.clear_session()
+
+
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("jax") is None,
+    reason="JAX is not installed (the GPU route trains with Keras on JAX; pip install jax)",
+)
+def test_training_on_the_jax_backend_gives_a_file_tensorflow_loads(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    data = write_folder(tmp_path / "photos", 8)
+    out = tmp_path / "run"
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "models.train",
+            "--arch",
+            "small_cnn",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--batch",
+            "4",
+            "--phases",
+            "32:1",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((out / "model.json").read_text())["training"]["backend"] == "jax"
+    from models.registry import load_model
+
+    model = load_model(out / "model.keras")  # here, under TensorFlow
+    x = np.stack([random_photo(i, (32, 32)) for i in range(2)]).astype(np.float32)
+    assert model.predict(x, verbose=0).shape == (2, 1)
