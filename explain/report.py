@@ -16,9 +16,9 @@ from PIL import Image
 
 
 def png(rgb: np.ndarray) -> bytes:
-    """Return an RGB (or grey) uint8 array encoded as PNG."""
+    """Return an RGB (or grey) uint8 array encoded as PNG (fast compression: these are exports)."""
     buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG")
+    Image.fromarray(rgb).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
 

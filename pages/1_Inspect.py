@@ -216,39 +216,40 @@ with s_col:
         )
 
 st.divider()
-pictures = {
-    "photo": photo.rgb,
-    f"{method}_{layer}_{explainer.class_names[target]}": picture,
-    f"features_{layer}": grid,
-    f"channel_{int(zoom)}": zoomed,
-}
-report = html_report(
-    f"{photo.name}: {loaded.name}",
-    [
-        Section("Prediction", figures={n: f"{p:.4f}" for n, p in zip(explainer.class_names, probs)}),
-        Section(
-            f"{method_name} at {layer} for “{explainer.class_names[target]}”",
-            scaled.message,
-            pictures=[("photo", photo.rgb), ("overlay", picture)],
-        ),
-        Section(f"Feature maps of {layer}", pictures=[("strongest channels", grid)]),
-        *sections,
-    ],
-    loaded.card.to_dict(),
-)
-d1, d2, d3 = st.columns(3)
-d1.download_button(
+st.download_button(
     "Download overlay PNG",
     png_bytes(picture),
     file_name=f"{method}_{layer.replace('/', '_')}_{explainer.class_names[target]}.png",
     mime="image/png",
     key="inspect_download",
 )
-d2.download_button(
-    "Download this view (PNGs in a ZIP)",
-    zip_of_pngs(pictures),
-    "inspect.zip",
-    "application/zip",
-    key="inspect_zip",
-)
-d3.download_button("Download an HTML report", report, "inspect.html", "text/html", key="inspect_html")
+if st.toggle("Prepare downloads of the whole view (ZIP of PNGs, HTML report)", key="inspect_exports"):
+    pictures = {
+        "photo": photo.rgb,
+        f"{method}_{layer}_{explainer.class_names[target]}": picture,
+        f"features_{layer}": grid,
+        f"channel_{int(zoom)}": zoomed,
+    }
+    report = html_report(
+        f"{photo.name}: {loaded.name}",
+        [
+            Section("Prediction", figures={n: f"{p:.4f}" for n, p in zip(explainer.class_names, probs)}),
+            Section(
+                f"{method_name} at {layer} for “{explainer.class_names[target]}”",
+                scaled.message,
+                pictures=[("photo", photo.rgb), ("overlay", picture)],
+            ),
+            Section(f"Feature maps of {layer}", pictures=[("strongest channels", grid)]),
+            *sections,
+        ],
+        loaded.card.to_dict(),
+    )
+    d1, d2 = st.columns(2)
+    d1.download_button(
+        "Download this view (PNGs in a ZIP)",
+        zip_of_pngs(pictures),
+        "inspect.zip",
+        "application/zip",
+        key="inspect_zip",
+    )
+    d2.download_button("Download an HTML report", report, "inspect.html", "text/html", key="inspect_html")

@@ -162,30 +162,31 @@ if figure.data:
 else:
     st.caption("No folder-averaged study shipped yet: `python -m models.faithfulness` makes one.")
 
-pictures, sections = {}, []
-for loaded, shown, result in panels:
-    section = Section(
-        f"{loaded.name}: predicted {loaded.explainer.class_names[int(result.predicted[0])]} "
-        f"({float(result.probabilities[0].max()):.1%})"
+if st.toggle("Prepare downloads (ZIP of every map, HTML report)", key="depth_exports"):
+    pictures, sections = {}, []
+    for loaded, shown, result in panels:
+        section = Section(
+            f"{loaded.name}: predicted {loaded.explainer.class_names[int(result.predicted[0])]} "
+            f"({float(result.probabilities[0].max()):.1%})"
+        )
+        for info in shown:
+            picture, _ = overlay_for(small, result.cam(info.path, 0, method), opacity, colormap)
+            pictures[f"{loaded.name}_{info.name}"] = picture
+            section.pictures.append((f"{info.path} · depth {info.depth:.2f}", picture))
+        sections.append(section)
+    d1, d2 = st.columns(2)
+    d1.download_button(
+        "Download every map (PNGs in a ZIP)",
+        zip_of_pngs(pictures),
+        "layer_depth.zip",
+        "application/zip",
+        key="depth_zip",
     )
-    for info in shown:
-        picture, _ = overlay_for(small, result.cam(info.path, 0, method), opacity, colormap)
-        pictures[f"{loaded.name}_{info.name}"] = picture
-        section.pictures.append((f"{info.path} · depth {info.depth:.2f}", picture))
-    sections.append(section)
-d1, d2 = st.columns(2)
-d1.download_button(
-    "Download every map (PNGs in a ZIP)",
-    zip_of_pngs(pictures),
-    "layer_depth.zip",
-    "application/zip",
-    key="depth_zip",
-)
-d2.download_button(
-    "Download an HTML report",
-    html_report(f"Layer depth: {photo.name}", sections),
-    "layer_depth.html",
-    "text/html",
-    key="depth_html",
-)
+    d2.download_button(
+        "Download an HTML report",
+        html_report(f"Layer depth: {photo.name}", sections),
+        "layer_depth.html",
+        "text/html",
+        key="depth_html",
+    )
 st.caption(f"Done: {photo.name} with {panels[0][0].name} and {panels[1][0].name}.")

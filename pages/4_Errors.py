@@ -160,30 +160,31 @@ for title, index in (
             st.switch_page("pages/1_Inspect.py")
     report_sections.append(section)
 
-summary = Section(
-    "Figures",
-    figures={
-        "model": loaded.name,
-        "photos": result.n,
-        "accuracy": f"{result.accuracy:.4f}",
-        "loss": f"{result.loss:.4f}",
-        "ROC AUC": result.roc_auc,
-        "confusion [true][said]": result.confusion,
-        "warning": result.warning or "",
-    },
-)
-d1, d2 = st.columns(2)
-d1.download_button(
-    "Download the gallery (PNGs in a ZIP)",
-    zip_of_pngs(pictures),
-    "errors.zip",
-    "application/zip",
-    key="errors_zip_download",
-)
-d2.download_button(
-    "Download an HTML report",
-    html_report(f"Errors of {loaded.name}", [summary, *report_sections], loaded.card.to_dict()),
-    "errors.html",
-    "text/html",
-    key="errors_html_download",
-)
+if st.toggle("Prepare downloads (ZIP of the gallery, HTML report)", key="errors_exports"):
+    summary = Section(
+        "Figures",
+        figures={
+            "model": loaded.name,
+            "photos": result.n,
+            "accuracy": f"{result.accuracy:.4f}",
+            "loss": f"{result.loss:.4f}",
+            "ROC AUC": result.roc_auc,
+            "confusion [true][said]": result.confusion,
+            "warning": result.warning or "",
+        },
+    )
+    d1, d2 = st.columns(2)
+    d1.download_button(
+        "Download the gallery (PNGs in a ZIP)",
+        zip_of_pngs(pictures),
+        "errors.zip",
+        "application/zip",
+        key="errors_zip_download",
+    )
+    d2.download_button(
+        "Download an HTML report",
+        html_report(f"Errors of {loaded.name}", [summary, *report_sections], loaded.card.to_dict()),
+        "errors.html",
+        "text/html",
+        key="errors_html_download",
+    )

@@ -144,7 +144,7 @@ def test_errors_page_evaluates_caches_and_shows_the_gallery(user_models, tmp_pat
 
 
 def test_inspect_score_cam_faithfulness_sanity_and_exports(user_models):
-    at = run("pages/1_Inspect.py", inspect_model="tiny", inspect_method="scorecam")
+    at = run("pages/1_Inspect.py", inspect_model="tiny", inspect_method="scorecam", inspect_exports=True)
     assert_clean(at)
     assert any(s.value.startswith("Score-CAM for") for s in at.subheader)
     at.toggle(key="inspect_faithfulness").set_value(True).run()
@@ -157,7 +157,13 @@ def test_inspect_score_cam_faithfulness_sanity_and_exports(user_models):
 
 
 def test_layer_depth_faithfulness_and_exports(user_models):
-    at = run("pages/2_Layer_depth.py", depth_left="tiny", depth_right="tiny", depth_faithfulness=True)
+    at = run(
+        "pages/2_Layer_depth.py",
+        depth_left="tiny",
+        depth_right="tiny",
+        depth_faithfulness=True,
+        depth_exports=True,
+    )
     assert_clean(at)
     assert at.get("plotly_chart")
     assert [b.label for b in at.get("download_button")] == [
@@ -180,3 +186,16 @@ def test_inspect_any_layer_reuses_one_pass(user_models):
         assert any(s.value == f"Feature maps of {layer}" for s in at.subheader)
     at.radio(key="inspect_class").set_value(0).run()
     assert explainer.traces == before
+
+
+def test_streamlit_rerun_cleanup_keeps_the_keras_session():
+    import keras
+
+    import ui.state  # noqa: F401  (installs the guard)
+
+    keras.backend.clear_session()
+    first = keras.backend.get_uid("probe")
+    exec("import keras; keras.backend.clear_session()", {"__name__": "streamlit.runtime.scriptrunner.fake"})
+    assert keras.backend.get_uid("probe") == first + 1  # not reset: Streamlit's call was skipped
+    keras.backend.clear_session()
+    assert keras.backend.get_uid("probe") == 1  # anyone else's call still clears

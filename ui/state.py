@@ -16,6 +16,37 @@ from models.registry import ModelLoadError, RegistryEntry, completed_card, load_
 MAX_PHOTOS = 16
 
 
+def _keep_keras_session_across_reruns() -> None:
+    """Stop Streamlit's per-rerun ``keras.backend.clear_session()`` from reaching Keras.
+
+    After every script run Streamlit calls ``keras.backend.clear_session()``
+    (``script_runner._clean_problem_modules``), which empties TensorFlow's kernel cache and
+    runs a full garbage collection: every rerun then rebuilds each kernel of our cached
+    models (bench/explain_speed.py measured the Layer-depth page at 8.3 s for 0.72 s of
+    engine work). Our models live in ``st.cache_resource`` and are built once, so that
+    cleanup frees nothing of ours. Calls from anywhere else still go through.
+    """
+    import sys
+
+    import keras
+
+    original = keras.backend.clear_session
+    if getattr(original, "_skips_streamlit", False):
+        return
+
+    def clear_session(*args, **kwargs):
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        if caller.startswith("streamlit."):
+            return None
+        return original(*args, **kwargs)
+
+    clear_session._skips_streamlit = True
+    keras.backend.clear_session = clear_session
+
+
+_keep_keras_session_across_reruns()
+
+
 @dataclass
 class Photo:
     """One photo the user gave us: its name, digest and decoded pixels."""
