@@ -12,12 +12,12 @@ from ui.render import layer_label, overlay_for, png_bytes
 from ui.state import (
     explain,
     faithfulness_of,
+    loaded_or_stop,
     model_picker,
     photo_inputs,
     sanity_of,
     score_cam_map,
     sidebar_models,
-    try_load,
 )
 
 st.set_page_config(page_title="Inspect", page_icon="🔍", layout="wide")
@@ -30,12 +30,7 @@ with st.sidebar:
     method = st.selectbox("Method", list(labels), format_func=labels.get, key="inspect_method")
     colormap = st.selectbox("Colormap", list(COLORMAPS), key="inspect_colormap")
     opacity = st.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="inspect_opacity")
-if entry is None:
-    st.stop()
-loaded, error = try_load(entry)
-if error:
-    st.error(f"Cannot use model {entry.name}: {error}")
-    st.stop()
+loaded = loaded_or_stop(entry)
 explainer = loaded.explainer
 st.caption(
     f"{loaded.name}: {loaded.card.architecture}, input {explainer.input_shape[0]}×"

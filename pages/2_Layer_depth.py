@@ -11,10 +11,10 @@ from ui.state import (
     explain,
     faithfulness_by_depth,
     faithfulness_study,
+    loaded_or_stop,
     model_picker,
     photo_inputs,
     sidebar_models,
-    try_load,
 )
 
 st.set_page_config(page_title="Layer depth", page_icon="🪜", layout="wide")
@@ -54,10 +54,7 @@ depth = st.slider("Depth (moves both columns)", 0.0, 1.0, 1.0, 0.01, key="depth_
 
 panels = []
 for entry in (left_entry, right_entry):
-    loaded, error = try_load(entry)
-    if error:
-        st.error(f"Cannot use model {entry.name}: {error}")
-        st.stop()
+    loaded = loaded_or_stop(entry)
     catalog = loaded.explainer.layers
     shown = catalog.stage_ends() if stage_ends_only else (catalog.blocks or catalog.layers)
     target = {"predicted class": -1, "first class": 0, "second class": 1}[target_mode]

@@ -15,7 +15,7 @@ from models.data import extract_labelled_zip, list_labelled
 from models.evaluate import cached_evaluation
 from ui.render import overlay_for, thumbnail
 from ui.samples import SHARED_TEST
-from ui.state import Photo, digest_of, explain, model_picker, sidebar_models, try_load
+from ui.state import Photo, digest_of, explain, loaded_or_stop, model_picker, sidebar_models
 
 st.set_page_config(page_title="Errors", page_icon="🧭", layout="wide")
 st.title("Errors")
@@ -29,12 +29,7 @@ with st.sidebar:
     entry = model_picker("Model", entries, key="errors_model")
     method = st.selectbox("Method", list(METHOD_LABELS), format_func=METHOD_LABELS.get, key="errors_method")
     colormap = st.selectbox("Colormap", list(COLORMAPS), key="errors_colormap")
-if entry is None:
-    st.stop()
-loaded, error = try_load(entry)
-if error:
-    st.error(f"Cannot use model {entry.name}: {error}")
-    st.stop()
+loaded = loaded_or_stop(entry)
 explainer = loaded.explainer
 
 sources = (["the shared test photos"] if SHARED_TEST.is_dir() else []) + [

@@ -289,3 +289,14 @@ def faithfulness_study() -> dict | None:
         return json.loads(path.read_text()) if path.is_file() else None
     except ValueError:
         return None
+
+
+def loaded_or_stop(entry: RegistryEntry | None) -> LoadedModel:
+    """Return the loaded model of ``entry``; otherwise say why on the page and stop the run."""
+    if entry is None:
+        st.stop()
+    loaded, error = try_load(entry)
+    if error:
+        st.error(f"Cannot use model {entry.name}: {error}")
+        st.stop()
+    return loaded
