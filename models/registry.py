@@ -44,7 +44,8 @@ class RegistryEntry:
 
 
 def model_folders(extra: str | Path | None = None) -> list[tuple[Path, str]]:
-    folders = [(DEFAULT_DIR, "shipped")]
+    """Return the existing model folders: the shipped defaults, then the user's."""
+    folders = [(DEFAULT_DIR, "shipped")] if DEFAULT_DIR.is_dir() else []
     for folder in (os.environ.get(USER_DIR_ENV), extra):
         if folder and Path(folder).is_dir():
             folders.append((Path(folder).resolve(), "user"))

@@ -78,3 +78,13 @@ def test_registry_lists_every_file_and_cards_stay_optional(tmp_path, monkeypatch
     assert load_model(entries["good"].path)
     with pytest.raises(ModelLoadError, match="damaged or truncated"):
         load_model(entries["bad"].path)
+
+
+def test_registry_without_the_default_folder(tmp_path, monkeypatch):
+    import models.registry
+
+    monkeypatch.setattr(models.registry, "DEFAULT_DIR", tmp_path / "absent")
+    monkeypatch.delenv("CVD_MODELS_DIR", raising=False)
+    assert scan() == []
+    monkeypatch.setenv("CVD_MODELS_DIR", str(tmp_path / "also-absent"))
+    assert scan(tmp_path / "nope") == []
