@@ -68,33 +68,40 @@ def home() -> None:
     st.page_link(
         "pages/1_Inspect.py",
         label="Inspect: upload photos, see the prediction, feature maps and Grad-CAM at any layer",
-        icon="🔍",
+        icon=":material/search:",
     )
     st.page_link(
         "pages/2_Layer_depth.py",
         label="Layer depth: ResNet-50 and ResNet-101 side by side, the explanation at every residual block",
-        icon="🪜",
+        icon=":material/layers:",
     )
     st.page_link(
         "pages/3_Training_curves.py",
         label="Training curves: accuracy and loss of every run, train against validation",
-        icon="📈",
+        icon=":material/show_chart:",
     )
     st.page_link(
         "pages/4_Errors.py",
         label="Errors: evaluate on labelled photos; the mistakes, and what the model looked at",
-        icon="🧭",
+        icon=":material/report:",
     )
 
 
 st.set_page_config(page_title="What does the network look at?", page_icon="🐾", layout="wide")
 navigation = st.navigation(
     [
-        st.Page(home, title="Home", icon="🐾", default=True),
-        st.Page("pages/1_Inspect.py", title="Inspect", icon="🔍", url_path="Inspect"),
-        st.Page("pages/2_Layer_depth.py", title="Layer depth", icon="🪜", url_path="Layer_depth"),
-        st.Page("pages/3_Training_curves.py", title="Training curves", icon="📈", url_path="Training_curves"),
-        st.Page("pages/4_Errors.py", title="Errors", icon="🧭", url_path="Errors"),
+        st.Page(home, title="Home", icon=":material/home:", default=True),
+        st.Page("pages/1_Inspect.py", title="Inspect", icon=":material/search:", url_path="Inspect"),
+        st.Page(
+            "pages/2_Layer_depth.py", title="Layer depth", icon=":material/layers:", url_path="Layer_depth"
+        ),
+        st.Page(
+            "pages/3_Training_curves.py",
+            title="Training curves",
+            icon=":material/show_chart:",
+            url_path="Training_curves",
+        ),
+        st.Page("pages/4_Errors.py", title="Errors", icon=":material/report:", url_path="Errors"),
     ]
 )
 navigation.run()
