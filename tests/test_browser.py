@@ -41,3 +41,25 @@ def test_upload_on_inspect_shows_prediction_and_heatmap(app_server, tmp_path):
         shots.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(shots / "inspect.png"), full_page=True)
         browser.close()
+
+
+def test_a_bad_file_in_an_upload_is_named_and_the_good_one_explained(app_server, tmp_path):
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    good = tmp_path / "good.png"
+    Image.fromarray(random_photo(11, (120, 160))).save(good)
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(good.read_bytes()[:200])
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{app_server.url}/Inspect", timeout=60_000)
+        page.wait_for_selector('input[type="file"]', state="attached", timeout=120_000)
+        page.set_input_files('input[type="file"]', [str(good), str(bad)])
+        page.get_by_text("broken.jpg: the").first.wait_for(timeout=120_000)
+        page.get_by_text("Grad-CAM for").first.wait_for(timeout=120_000)
+        alert = page.locator('[data-testid="stAlertContentError"]').first.inner_text()
+        assert "broken.jpg" in alert and "\n" not in alert.strip()
+        assert page.locator('[data-testid="stException"]').count() == 0
+        browser.close()
