@@ -162,6 +162,23 @@ def parse_phases(text: str) -> list[tuple[int, int]]:
     return phases
 
 
+def schedule(
+    recipe: Recipe, phases: str | None, epochs: int | None, size: int | None
+) -> list[tuple[int, int]]:
+    """Return the (side, epochs) phases to run.
+
+    ``--phases`` is taken as given; ``--size`` trains every epoch at one side (for ``--epochs``
+    or the preset's total); ``--epochs`` alone scales the preset's phases to that total.
+    """
+    if phases:
+        return parse_phases(phases)
+    if size:
+        return [(size, epochs or recipe.epochs)]
+    if epochs:
+        return [(side, max(1, round(n * epochs / recipe.epochs))) for side, n in recipe.phases]
+    return list(recipe.phases)
+
+
 def build_model(arch: str, recipe: Recipe, n_classes: int) -> keras.Model:
     if arch == "small_cnn":
         return build_small_cnn(input_size=None, n_classes=n_classes)
@@ -172,21 +189,7 @@ def train(args: argparse.Namespace) -> Path:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     recipe = PRESETS[args.preset]
-    overrides = {}
-    if args.phases:
-        overrides["phases"] = parse_phases(args.phases)
-    elif args.epochs:
-        size = args.size or recipe.phases[-1][0]
-        overrides["phases"] = (
-            [(args.size or recipe.phases[0][0], args.epochs)]
-            if args.size
-            else [(s, n) for s, n in recipe.phases]
-        )
-        if not args.size:
-            scale = args.epochs / recipe.epochs
-            phases = [(s, max(1, round(n * scale))) for s, n in recipe.phases]
-            overrides["phases"] = phases
-        del size
+    overrides: dict = {"phases": schedule(recipe, args.phases, args.epochs, args.size)}
     for name in ("batch", "lr", "optimizer"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)

@@ -208,3 +208,14 @@ def test_training_on_the_jax_backend_gives_a_file_tensorflow_loads(tmp_path):
     model = load_model(out / "model.keras")  # here, under TensorFlow
     x = np.stack([random_photo(i, (32, 32)) for i in range(2)]).astype(np.float32)
     assert model.predict(x, verbose=0).shape == (2, 1)
+
+
+def test_schedule_options():
+    from models.train import PRESETS, schedule
+
+    cpu = PRESETS["cpu"]
+    assert schedule(cpu, "96:3,160:1", None, None) == [(96, 3), (160, 1)]
+    assert schedule(cpu, None, None, 128) == [(128, cpu.epochs)]
+    assert schedule(cpu, None, 4, 128) == [(128, 4)]
+    assert schedule(cpu, None, 20, None) == [(96, 18), (160, 2)]
+    assert schedule(cpu, None, None, None) == cpu.phases
