@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from explain.cams import METHOD_LABELS
+from explain.images import decode_image
 from explain.metrics import roc_curve
 from explain.overlay import COLORMAPS
 from explain.report import Section, html_report, zip_of_pngs
@@ -134,8 +135,6 @@ for title, index in (
     section = Section(title)
     for i in index:
         data = Path(paths[i]).read_bytes()
-        from explain.images import decode_image
-
         photo = Photo(Path(paths[i]).name, digest_of(data), decode_image(data))
         maps = explain(loaded, photo, [s.path for s in stages], int(predicted[i]), (method,))
         small = thumbnail(photo.rgb, 256)
