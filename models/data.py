@@ -35,6 +35,11 @@ class LabelledFiles:
     def subset(self, index: np.ndarray) -> LabelledFiles:
         return LabelledFiles(tuple(self.paths[i] for i in index), self.labels[index], self.class_names)
 
+    def first_per_class(self, n: int) -> LabelledFiles:
+        """Return the first ``n`` photos of each class (in listing order): a fixed slice."""
+        keep = np.concatenate([np.flatnonzero(self.labels == c)[:n] for c in range(len(self.class_names))])
+        return self.subset(keep)
+
 
 def singular(name: str) -> str:
     """Return 'cat' for a folder called 'cats' (class names read better singular)."""

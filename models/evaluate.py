@@ -258,10 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.limit:
-        keep = np.concatenate(
-            [np.flatnonzero(files.labels == c)[: args.limit] for c in range(len(files.class_names))]
-        )
-        files = files.subset(keep)
+        files = files.first_per_class(args.limit)
     tty = sys.stderr.isatty()
 
     def progress(done: int, total: int) -> None:

@@ -33,20 +33,18 @@ def study(name: str, data: str, per_class: int, steps: int, method: str = "gradc
     model = load_model(entry.path)
     explainer = Explainer.from_card(model, completed_card(entry, model))
     files = list_labelled(data, explainer.class_names)
-    keep = np.concatenate(
-        [np.flatnonzero(files.labels == c)[:per_class] for c in range(len(files.class_names))]
-    )
+    files = files.first_per_class(per_class)
     blocks = [b.path for b in explainer.layers.blocks]
     per_photo = []
     t0 = time.time()
-    for i in keep:
-        rgb = decode_image(Path(files.paths[i]).read_bytes())
+    for path in files.paths:
+        rgb = decode_image(Path(path).read_bytes())
         batch = explainer.prepare([rgb])
         result = explainer.explain(batch, blocks, None, (method,))
         cams = {b: result.cam(b, 0, method) for b in blocks}
         rows = by_depth(explainer, batch[0], cams, int(result.targets[0]), steps)
         per_photo.append(rows)
-        print(f"{name}: {len(per_photo)}/{len(keep)} photos", file=sys.stderr, flush=True)
+        print(f"{name}: {len(per_photo)}/{len(files)} photos", file=sys.stderr, flush=True)
     summary = []
     for j, block in enumerate(blocks):
         values = {
@@ -62,7 +60,7 @@ def study(name: str, data: str, per_class: int, steps: int, method: str = "gradc
         )
     return {
         "model": entry.name,
-        "photos": len(keep),
+        "photos": len(files),
         "method": method,
         "steps": steps,
         "input_size": list(explainer.input_shape[:2]),

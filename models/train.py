@@ -198,10 +198,7 @@ def train(args: argparse.Namespace) -> Path:
 
     files = list_labelled(args.data)
     if args.limit:
-        keep = np.concatenate(
-            [np.flatnonzero(files.labels == c)[: args.limit] for c in range(len(files.class_names))]
-        )
-        files = files.subset(keep)
+        files = files.first_per_class(args.limit)
     train_files, val_files = stratified_split(files, args.val_fraction, args.seed)
     n_classes = len(files.class_names)
     binary = n_classes == 2
@@ -280,7 +277,7 @@ def train(args: argparse.Namespace) -> Path:
             recipe.augmentation,
             seed=args.seed + state["epochs_done"],
         )
-        history = model.fit(
+        model.fit(
             batches,
             validation_data=(x_val, targets(val_files.labels)),
             validation_batch_size=recipe.batch,
@@ -292,7 +289,6 @@ def train(args: argparse.Namespace) -> Path:
         first_epoch = last_epoch
         if any(getattr(cb, "stopped_epoch", 0) for cb in callbacks):
             print("early stopping")
-            del history
             break
 
     name = args.name or Path(out).name

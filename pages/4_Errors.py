@@ -64,8 +64,7 @@ except (ValueError, FileNotFoundError) as err:
 per_class = st.slider(
     "Photos per class (the first ones, in name order)", 10, 1000, 100, 10, key="errors_limit"
 )
-keep = np.concatenate([np.flatnonzero(files.labels == c)[:per_class] for c in range(len(files.class_names))])
-files = files.subset(keep)
+files = files.first_per_class(per_class)
 
 bar = st.progress(0.0, text="Evaluating…")
 result, probs, paths, labels = cached_evaluation(
