@@ -14,12 +14,12 @@ BACKBONES: dict[str, Callable[..., keras.Model]] = {
 }
 
 
-def _head(x, n_classes: int, dropout: float):
+def _head(x, n_classes: int, dropout: float, dtype: str | None = None):
     if dropout:
         x = layers.Dropout(dropout, name="head_dropout")(x)
     if n_classes == 2:
-        return layers.Dense(1, activation="sigmoid", name="predictions")(x)
-    return layers.Dense(n_classes, activation="softmax", name="predictions")(x)
+        return layers.Dense(1, activation="sigmoid", name="predictions", dtype=dtype)(x)
+    return layers.Dense(n_classes, activation="softmax", name="predictions", dtype=dtype)(x)
 
 
 def build_resnet(
@@ -28,11 +28,13 @@ def build_resnet(
     dropout: float = 0.0,
     bn_momentum: float | None = None,
     input_size: int | None = None,
+    head_dtype: str | None = None,
 ) -> keras.Model:
     """Return a flat ResNet classifier that takes RGB uint8-range input of any size.
 
     Rescaling to [0, 1] lives inside the model, so the file is all a user needs. Two
     classes get one sigmoid unit (the reference study's head); more get a softmax.
+    ``head_dtype="float32"`` keeps the head in float32 under a mixed-precision policy.
     """
     if arch not in BACKBONES:
         raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(BACKBONES)}")
@@ -40,7 +42,7 @@ def build_resnet(
     inputs = keras.Input((side, side, 3), name="image")
     x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
     backbone = BACKBONES[arch](include_top=False, weights=None, input_tensor=x, pooling="avg")
-    outputs = _head(backbone.output, n_classes, dropout)
+    outputs = _head(backbone.output, n_classes, dropout, head_dtype)
     model = keras.Model(inputs, outputs, name=arch)
     if bn_momentum is not None:
         for layer in model.layers:

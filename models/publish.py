@@ -1,9 +1,14 @@
 """Ship a training run as a default model: weights (float16), card, history, test figures.
 
     python -m models.publish --run runs/resnet50 --name resnet50 \\
-        --test ../shared/data/cats_vs_dogs/test [--to models/default] [--size 160]
+        --test ../shared/data/cats_vs_dogs/test [--to models/shipped] [--size 160]
+    python -m models.publish --weights runs/jax-resnet50 --name resnet50 \\
+        --test ../shared/data/cats_vs_dogs/test
 
-A run that has not finished is shipped from its last checkpoint, and its card says so.
+``--run`` takes a ``models.train`` run folder; a run that has not finished is shipped from
+its last checkpoint, and its card says so. ``--weights`` takes a ``models.train_jax`` run
+folder (int8 ``weights.npz``, ``run.json``, ``history.csv``): the model is rebuilt here
+with the same builder, given those weights, and saved as any other.
 """
 
 from __future__ import annotations
@@ -18,18 +23,52 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from explain.explainer import Explainer  # noqa: E402
+from models.build import build_resnet, build_small_cnn  # noqa: E402
 from models.card import ModelCard, Preprocessing  # noqa: E402
 from models.data import list_labelled  # noqa: E402
 from models.evaluate import evaluate  # noqa: E402
 from models.export import save_for_inference  # noqa: E402
+from models.quantized import load_quantized  # noqa: E402
 from models.registry import DEFAULT_DIR, load_model  # noqa: E402
 
 
+def card_from_weights(run: Path, name: str, target: Path) -> ModelCard:
+    """Rebuild a ``models.train_jax`` run's model, save it at ``target``; return its card."""
+    report = json.loads((run / "run.json").read_text())
+    arch, n_classes = report["arch"], len(report["class_names"])
+    if arch == "small_cnn":
+        model = build_small_cnn(input_size=None, n_classes=n_classes)
+    else:
+        model = build_resnet(arch, n_classes, dropout=report["recipe"]["dropout"])
+    model.set_weights(load_quantized(run / "weights.npz"))
+    save_for_inference(model, target)
+    side = int(report["input_size"])
+    training = {k: v for k, v in report.items() if k not in ("arch", "class_names", "input_size")}
+    training["weights"] = "trained in float32/bfloat16, brought back int8 per output channel, stored float16"
+    return ModelCard(
+        name=name,
+        architecture=arch,
+        class_names=list(report["class_names"]),
+        preprocessing=Preprocessing(input_size=(side, side), channels=3),
+        training=training,
+        notes=(
+            f"Trained from scratch by models.train_jax on {report['device']} for {report['epochs']} epochs "
+            f"({report['seconds']} s) at {report['recipe']['side']} px crops; declared {side} px, the side "
+            "with the best validation accuracy after batch-norm statistics were re-estimated."
+        ),
+    )
+
+
 def publish(run: Path, name: str, to: Path, test: str | None, size: int | None) -> ModelCard:
-    state = json.loads((run / "state.json").read_text())
-    finished = (run / "model.keras").is_file() and (run / "model.json").is_file()
     to.mkdir(parents=True, exist_ok=True)
     target = to / f"{name}.keras"
+    if (run / "run.json").is_file() and (run / "weights.npz").is_file():
+        card = card_from_weights(run, name, target)
+        shutil.copyfile(run / "history.csv", to / f"{name}.history.csv")
+        card.history = f"{name}.history.csv"
+        return _finish(card, target, to, name, test, size)
+    state = json.loads((run / "state.json").read_text())
+    finished = (run / "model.keras").is_file() and (run / "model.json").is_file()
     if finished:
         card = ModelCard.load(run / "model.json")
         shutil.copyfile(run / "model.keras", target)
@@ -61,12 +100,19 @@ def publish(run: Path, name: str, to: Path, test: str | None, size: int | None) 
             f"{sum(n for _, n in recipe.get('phases', []))}.",
         )
     card.name = name
-    if size:
-        card.preprocessing.input_size = (size, size)
     shutil.copyfile(run / "history.csv", to / f"{name}.history.csv")
     card.history = f"{name}.history.csv"
     card.training["epochs"] = state["epochs_done"]
     card.training["seconds"] = round(state.get("seconds", 0))
+    return _finish(card, target, to, name, test, size)
+
+
+def _finish(
+    card: ModelCard, target: Path, to: Path, name: str, test: str | None, size: int | None
+) -> ModelCard:
+    """Evaluate the saved model on ``test`` (figures into the card) and write the card."""
+    if size:
+        card.preprocessing.input_size = (size, size)
     if test:
         model = load_model(target)
         explainer = Explainer.from_card(model, card)
@@ -91,13 +137,15 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--run", required=True, help="a models.train run folder")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="a models.train run folder")
+    source.add_argument("--weights", help="a models.train_jax run folder (weights.npz, run.json)")
     parser.add_argument("--name", required=True)
     parser.add_argument("--to", default=str(DEFAULT_DIR))
     parser.add_argument("--test", help="labelled test folder to evaluate on (figures go in the card)")
     parser.add_argument("--size", type=int, help="input side the card declares (default: the run's)")
     args = parser.parse_args(argv)
-    card = publish(Path(args.run), args.name, Path(args.to), args.test, args.size)
+    card = publish(Path(args.run or args.weights), args.name, Path(args.to), args.test, args.size)
     print(json.dumps(card.test or {}, indent=2))
     return 0
 
