@@ -51,7 +51,7 @@ def home() -> None:
         st.dataframe(rows, hide_index=True, width="stretch")
     elif not problems:
         st.warning(
-            "No models found: put .keras files with their cards in models/default, or set "
+            "No models found: put .keras files with their cards in models/shipped, or set "
             "CVD_MODELS_DIR (or the sidebar field) to a folder of them."
         )
     for message in problems:

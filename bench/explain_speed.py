@@ -76,7 +76,7 @@ def median_time(fn, reps: int, warmup: int = 3) -> float:
 
 
 def model_for(arch: str, folder: Path) -> tuple[keras.Model, Path, str]:
-    shipped = ROOT / "models" / "default" / f"{arch}.keras"
+    shipped = ROOT / "models" / "shipped" / f"{arch}.keras"
     if shipped.is_file():
         from models.registry import load_model
 

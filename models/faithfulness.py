@@ -1,7 +1,7 @@
 """Faithfulness of Grad-CAM by depth, averaged over photos, for several models.
 
     python -m models.faithfulness --models resnet50 resnet101 --data ../shared/data/cats_vs_dogs/test \
-        --per-class 10 --out models/default/faithfulness_by_depth.json
+        --per-class 10 --out models/shipped/faithfulness_by_depth.json
 
 For each model and each residual block: the mean deletion area (lower is better), insertion
 area (higher is better) and top-20% confidence drop of the map for the predicted class,

@@ -15,7 +15,7 @@ import keras
 
 from models.card import ModelCard, Preprocessing, card_path_for
 
-DEFAULT_DIR = Path(__file__).resolve().parent / "default"
+DEFAULT_DIR = Path(__file__).resolve().parent / "shipped"
 USER_DIR_ENV = "CVD_MODELS_DIR"
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 

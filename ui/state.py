@@ -186,7 +186,7 @@ def photo_inputs(key: str, multiple: bool = True) -> tuple[list[Photo], list[str
 def model_picker(label: str, entries: list[RegistryEntry], key: str, default: str | None = None):
     """Show a model select box; return the chosen entry (or None when there is none)."""
     if not entries:
-        st.warning("No models found. Put .keras files in models/default or set CVD_MODELS_DIR.")
+        st.warning("No models found. Put .keras files in models/shipped or set CVD_MODELS_DIR.")
         return None
     names = [e.name for e in entries]
     index = names.index(default) if default in names else 0
