@@ -60,7 +60,8 @@ for i, name in enumerate(chosen):
                 go.Scatter(
                     x=history.epochs,
                     y=values,
-                    mode="lines+markers",
+                    # Past a few dozen epochs markers only blur the curve into a band.
+                    mode="lines+markers" if len(history.epochs) <= 60 else "lines",
                     name=f"{name} · {label}",
                     line={"color": color, "dash": dash},
                     legendgroup=name,
