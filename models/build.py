@@ -51,6 +51,19 @@ def build_resnet(
     return model
 
 
+def build_classifier(
+    arch: str,
+    n_classes: int = 2,
+    dropout: float = 0.0,
+    bn_momentum: float | None = None,
+    head_dtype: str | None = None,
+) -> keras.Model:
+    """Return the model a training run of ``arch`` trains: a ResNet, or the small CNN (any input size)."""
+    if arch == "small_cnn":
+        return build_small_cnn(input_size=None, n_classes=n_classes)
+    return build_resnet(arch, n_classes, dropout=dropout, bn_momentum=bn_momentum, head_dtype=head_dtype)
+
+
 def nest_backbone(backbone: keras.Model, n_classes: int = 2, name: str = "nested") -> keras.Model:
     """Return a transfer-learning style model with ``backbone`` used as one layer inside it."""
     inputs = keras.Input(backbone.input_shape[1:], name="image")

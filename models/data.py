@@ -96,7 +96,8 @@ def stratified_split(
     return files.subset(np.flatnonzero(~val)), files.subset(np.flatnonzero(val))
 
 
-def _load_one(path: str, size: int) -> np.ndarray:
+def load_resized(path: str, size: int) -> np.ndarray:
+    """Return the photo at ``path`` decoded and resized to (size, size, 3) uint8."""
     with open(path, "rb") as fh:
         rgb = decode_image(fh.read(), max_side=max(4 * size, 512))
     return resize_to(rgb, (size, size))
@@ -122,7 +123,7 @@ def load_images(
 
     def work(i: int) -> None:
         try:
-            out[i] = _load_one(files.paths[i], size)
+            out[i] = load_resized(files.paths[i], size)
         except (ImageError, OSError) as err:
             bad.append(f"{files.paths[i]}: {err}")
 

@@ -20,8 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from explain.images import decode_image, resize_to
-from models.data import LabelledFiles, list_labelled, stratified_split
+from models.data import LabelledFiles, list_labelled, load_resized, stratified_split
 
 
 @dataclass(frozen=True)
@@ -59,8 +58,7 @@ class Pack:
 
 def _encode(files: LabelledFiles, side: int, quality: int) -> Split:
     def work(path: str) -> bytes:
-        with open(path, "rb") as fh:
-            rgb = resize_to(decode_image(fh.read(), max_side=max(4 * side, 512)), (side, side))
+        rgb = load_resized(path, side)
         ok, buf = cv2.imencode(
             ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
         )

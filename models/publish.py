@@ -23,7 +23,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from explain.explainer import Explainer  # noqa: E402
-from models.build import build_resnet, build_small_cnn  # noqa: E402
+from models.build import build_classifier  # noqa: E402
 from models.card import ModelCard, Preprocessing  # noqa: E402
 from models.data import list_labelled  # noqa: E402
 from models.evaluate import evaluate  # noqa: E402
@@ -36,10 +36,7 @@ def card_from_weights(run: Path, name: str, target: Path) -> ModelCard:
     """Rebuild a ``models.train_jax`` run's model, save it at ``target``; return its card."""
     report = json.loads((run / "run.json").read_text())
     arch, n_classes = report["arch"], len(report["class_names"])
-    if arch == "small_cnn":
-        model = build_small_cnn(input_size=None, n_classes=n_classes)
-    else:
-        model = build_resnet(arch, n_classes, dropout=report["recipe"]["dropout"])
+    model = build_classifier(arch, n_classes, report["recipe"].get("dropout", 0.0))
     model.set_weights(load_quantized(run / "weights.npz"))
     save_for_inference(model, target)
     side = int(report["input_size"])
@@ -59,14 +56,17 @@ def card_from_weights(run: Path, name: str, target: Path) -> ModelCard:
     )
 
 
-def publish(run: Path, name: str, to: Path, test: str | None, size: int | None) -> ModelCard:
+def publish_weights(run: Path, name: str, to: Path, test: str | None, size: int | None) -> ModelCard:
+    """Ship a ``models.train_jax`` run; return its card."""
     to.mkdir(parents=True, exist_ok=True)
     target = to / f"{name}.keras"
-    if (run / "run.json").is_file() and (run / "weights.npz").is_file():
-        card = card_from_weights(run, name, target)
-        shutil.copyfile(run / "history.csv", to / f"{name}.history.csv")
-        card.history = f"{name}.history.csv"
-        return _finish(card, target, to, name, test, size)
+    return _finish(card_from_weights(run, name, target), run, target, to, name, test, size)
+
+
+def publish(run: Path, name: str, to: Path, test: str | None, size: int | None) -> ModelCard:
+    """Ship a ``models.train`` run (its checkpoint where it has not finished); return its card."""
+    to.mkdir(parents=True, exist_ok=True)
+    target = to / f"{name}.keras"
     state = json.loads((run / "state.json").read_text())
     finished = (run / "model.keras").is_file() and (run / "model.json").is_file()
     if finished:
@@ -100,17 +100,17 @@ def publish(run: Path, name: str, to: Path, test: str | None, size: int | None) 
             f"{sum(n for _, n in recipe.get('phases', []))}.",
         )
     card.name = name
-    shutil.copyfile(run / "history.csv", to / f"{name}.history.csv")
-    card.history = f"{name}.history.csv"
     card.training["epochs"] = state["epochs_done"]
     card.training["seconds"] = round(state.get("seconds", 0))
-    return _finish(card, target, to, name, test, size)
+    return _finish(card, run, target, to, name, test, size)
 
 
 def _finish(
-    card: ModelCard, target: Path, to: Path, name: str, test: str | None, size: int | None
+    card: ModelCard, run: Path, target: Path, to: Path, name: str, test: str | None, size: int | None
 ) -> ModelCard:
-    """Evaluate the saved model on ``test`` (figures into the card) and write the card."""
+    """Copy the run's history beside ``target``, evaluate on ``test`` and write the card."""
+    shutil.copyfile(run / "history.csv", to / f"{name}.history.csv")
+    card.history = f"{name}.history.csv"
     if size:
         card.preprocessing.input_size = (size, size)
     if test:
@@ -145,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test", help="labelled test folder to evaluate on (figures go in the card)")
     parser.add_argument("--size", type=int, help="input side the card declares (default: the run's)")
     args = parser.parse_args(argv)
-    card = publish(Path(args.run or args.weights), args.name, Path(args.to), args.test, args.size)
+    ship = publish_weights if args.weights else publish
+    card = ship(Path(args.run or args.weights), args.name, Path(args.to), args.test, args.size)
     print(json.dumps(card.test or {}, indent=2))
     return 0
 

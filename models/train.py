@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from models.build import build_resnet, build_small_cnn  # noqa: E402
+from models.build import build_classifier  # noqa: E402
 from models.card import ModelCard, Preprocessing  # noqa: E402
 from models.data import (  # noqa: E402
     Augmentation,
@@ -179,12 +179,6 @@ def schedule(
     return list(recipe.phases)
 
 
-def build_model(arch: str, recipe: Recipe, n_classes: int) -> keras.Model:
-    if arch == "small_cnn":
-        return build_small_cnn(input_size=None, n_classes=n_classes)
-    return build_resnet(arch, n_classes, dropout=recipe.dropout, bn_momentum=recipe.bn_momentum)
-
-
 def train(args: argparse.Namespace) -> Path:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -215,7 +209,7 @@ def train(args: argparse.Namespace) -> Path:
     else:
         if (out / "history.csv").exists():
             (out / "history.csv").unlink()
-        model = build_model(args.arch, recipe, n_classes)
+        model = build_classifier(args.arch, n_classes, recipe.dropout, recipe.bn_momentum)
         if args.init_from:
             model.set_weights(keras.saving.load_model(args.init_from, safe_mode=True).get_weights())
         steps = max(1, len(train_files) // recipe.batch)

@@ -38,7 +38,7 @@ import jax.numpy as jnp  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from models.build import build_resnet, build_small_cnn  # noqa: E402
+from models.build import build_classifier  # noqa: E402
 from models.pack import read_pack  # noqa: E402
 from models.quantized import dequantize, quantize, save_quantized  # noqa: E402
 
@@ -259,10 +259,8 @@ class Trainer:
 
 def build(arch: str, n_classes: int, recipe: JaxRecipe) -> keras.Model:
     """Return the model to train: a ResNet (zero-initialised last batch norm in each block)."""
-    if arch == "small_cnn":
-        return build_small_cnn(input_size=None, n_classes=n_classes)
     mixed = keras.config.dtype_policy().name == "mixed_bfloat16"
-    model = build_resnet(arch, n_classes, dropout=recipe.dropout, head_dtype="float32" if mixed else None)
+    model = build_classifier(arch, n_classes, recipe.dropout, head_dtype="float32" if mixed else None)
     # Each residual block then starts as the identity: deep nets from scratch train sooner.
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization) and layer.name.endswith("_3_bn"):
