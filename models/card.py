@@ -45,6 +45,9 @@ class ModelCard:
     history: str | None = None  # path relative to the card's folder
     training: dict[str, Any] = field(default_factory=dict)
     test: dict[str, Any] = field(default_factory=dict)
+    # Figures on named test sets, e.g. {"cats_vs_dogs/test": {...}, "oxford_pets": {...}}: each
+    # with at least "accuracy" and "n" (photos), and "tta" (flip test-time augmentation used).
+    evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -64,6 +67,7 @@ class ModelCard:
             history=data.get("history"),
             training=dict(data.get("training", {})),
             test=dict(data.get("test", {})),
+            evaluations={str(k): dict(v) for k, v in dict(data.get("evaluations", {})).items()},
             notes=str(data.get("notes", "")),
         )
 

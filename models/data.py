@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import csv
+
 import cv2
 import numpy as np
 
@@ -28,12 +30,14 @@ class LabelledFiles:
     paths: tuple[str, ...]
     labels: np.ndarray
     class_names: tuple[str, ...]
+    masks: tuple[str, ...] | None = None  # a pixel mask (trimap) per photo, where the folder has them
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def subset(self, index: np.ndarray) -> LabelledFiles:
-        return LabelledFiles(tuple(self.paths[i] for i in index), self.labels[index], self.class_names)
+        masks = None if self.masks is None else tuple(self.masks[i] for i in index)
+        return LabelledFiles(tuple(self.paths[i] for i in index), self.labels[index], self.class_names, masks)
 
     def first_per_class(self, n: int) -> LabelledFiles:
         """Return the first ``n`` photos of each class (in listing order): a fixed slice."""
@@ -49,13 +53,17 @@ def singular(name: str) -> str:
 def list_labelled(folder: str | Path, class_names: list[str] | None = None) -> LabelledFiles:
     """Return the labelled photos under ``folder``.
 
-    Two layouts are understood: one subfolder per class (``cats/``, ``dogs/``), and
-    Kaggle's flat ``cat.N.jpg`` / ``dog.N.jpg``. Class order is alphabetical unless
-    ``class_names`` is given (folder names match singular or plural).
+    Three layouts are understood: one subfolder per class (``cats/``, ``dogs/``), Kaggle's
+    flat ``cat.N.jpg`` / ``dog.N.jpg``, and a ``labels.csv`` with an ``image`` column and a
+    ``species`` (or ``label``) column, plus an optional ``trimap`` column of pixel masks, as
+    Oxford-IIIT Pet's folder here has. Class order is alphabetical unless ``class_names`` is
+    given (folder names match singular or plural).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no such folder: {folder}")
+    if (folder / "labels.csv").is_file():
+        return _list_from_csv(folder, class_names)
     groups: dict[str, list[str]] = {}
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
         files = sorted(str(f) for f in sub.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
@@ -68,17 +76,52 @@ def list_labelled(folder: str | Path, class_names: list[str] | None = None) -> L
                 groups.setdefault(match["label"].lower(), []).append(str(f))
     if not groups:
         raise ValueError(f"{folder} has neither class subfolders of photos nor Kaggle-style cat.N.jpg files")
+    return _grouped(folder, {name: [(p, None) for p in files] for name, files in groups.items()}, class_names)
+
+
+def _grouped(
+    folder: Path, groups: dict[str, list[tuple[str, str | None]]], class_names: list[str] | None
+) -> LabelledFiles:
     names = sorted(groups) if class_names is None else [singular(c.lower()) for c in class_names]
     missing = [n for n in groups if n not in names]
     if missing:
         raise ValueError(f"{folder} has classes {missing} that the model does not know ({names})")
     paths: list[str] = []
+    masks: list[str | None] = []
     labels: list[int] = []
     for index, name in enumerate(names):
-        for path in groups.get(name, []):
+        for path, mask in groups.get(name, []):
             paths.append(path)
+            masks.append(mask)
             labels.append(index)
-    return LabelledFiles(tuple(paths), np.asarray(labels, dtype=np.int32), tuple(names))
+    has_masks = any(m is not None for m in masks)
+    return LabelledFiles(
+        tuple(paths), np.asarray(labels, dtype=np.int32), tuple(names), tuple(masks) if has_masks else None
+    )
+
+
+def _list_from_csv(folder: Path, class_names: list[str] | None) -> LabelledFiles:
+    """Read ``labels.csv``: ``image`` and ``species`` (or ``label``/``class``), optional ``trimap``."""
+    with open(folder / "labels.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    columns = set(rows[0]) if rows else set()
+    label_column = next((c for c in ("species", "label", "class") if c in columns), None)
+    if "image" not in columns or label_column is None:
+        raise ValueError(f"{folder}/labels.csv needs an 'image' column and a 'species' or 'label' column")
+    root = folder.resolve()
+    groups: dict[str, list[tuple[str, str | None]]] = {}
+    for row in rows:
+        image = (folder / row["image"]).resolve()
+        if not image.is_relative_to(root) or not image.is_file():
+            continue  # a listed photo that is missing, or a path that leaves the folder
+        mask = None
+        if row.get("trimap"):
+            mask_path = (folder / row["trimap"]).resolve()
+            mask = str(mask_path) if mask_path.is_relative_to(root) and mask_path.is_file() else None
+        groups.setdefault(singular(row[label_column].strip().lower()), []).append((str(image), mask))
+    if not groups:
+        raise ValueError(f"{folder}/labels.csv lists no photo that is in the folder")
+    return _grouped(folder, groups, class_names)
 
 
 def stratified_split(
