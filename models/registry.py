@@ -40,7 +40,8 @@ class RegistryEntry:
         if not self.card.history:
             return None
         path = (self.path.parent / self.card.history).resolve()
-        return path if path.is_file() else None
+        # A file, or a TensorBoard log folder (explain.history.load_history reads both).
+        return path if path.is_file() or path.is_dir() else None
 
 
 def model_folders(extra: str | Path | None = None) -> list[tuple[Path, str]]:
