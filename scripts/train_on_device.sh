@@ -1,31 +1,32 @@
 #!/usr/bin/env bash
 # Train the two shipped ResNets on the GPU machine of the device tool, in one call.
 #
-# Run there from the repository root, with .pack/ (python -m models.pack) and .whl/ (Keras
+# Run there from the repository root, with .pack/ (python -m training.pack) and .whl/ (Keras
 # and the two packages it needs that the machine lacks) carried along; see README, "Training
 # on a GPU". Both models train at once on the one GPU (their compiles overlap) until
 # TRAIN_UNTIL seconds after this script starts; what still runs HARD_STOP seconds after the
 # start is stopped. Then each run's int8 weights go to $OUT in pieces under 16 MiB, with a
 # tarball of the logs, histories and run.json files. Elsewhere (a test, a CPU) set OUT, and
-# PACK, RUNS, ARCHS, TRAIN_ARGS and WHEELS as needed; with no wheels folder nothing is
+# PACK, RUNS, ARCHS, TRAIN_ARGS, WHEELS and PYTHON as needed; with no wheels folder nothing is
 # installed.
 set -uo pipefail
 start=$(date +%s)
+py=${PYTHON:-python3}
 wheels=${WHEELS:-.whl}
 if [ -d "$wheels" ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+  "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site "$wheels"/*.whl || exit 1
   export PYTHONPATH="/tmp/site:$PWD"
 fi
 export KERAS_BACKEND=jax PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.45 TF_CPP_MIN_LOG_LEVEL=2
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -c "import jax, keras; print('jax', jax.__version__, jax.devices(), 'keras', keras.__version__)" || exit 1
+"$py" -c "import jax, keras; print('jax', jax.__version__, jax.devices(), 'keras', keras.__version__)" || exit 1
 runs=${RUNS:-runs}
 until=$((start + ${TRAIN_UNTIL:-480}))
 hard=$((start + ${HARD_STOP:-570}))
 mkdir -p "$runs"
 for arch in ${ARCHS:-resnet50 resnet101}; do
-  timeout $((hard - $(date +%s))) python3 -m models.train_jax --pack "${PACK:-.pack/cvd.npz}" --arch "$arch" \
+  timeout $((hard - $(date +%s))) "$py" -m training.train_jax --pack "${PACK:-.pack/cvd.npz}" --arch "$arch" \
     --out "$runs/jax-$arch" --minutes 60 --until "$until" ${TRAIN_ARGS:-} >"$runs/$arch.log" 2>&1 &
 done
 wait

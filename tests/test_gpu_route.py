@@ -1,4 +1,4 @@
-"""The accelerator route: photo packs, int8 weights, models.train_jax and the device script.
+"""The accelerator route: photo packs, int8 weights, training.train_jax and the device script.
 
 The route is made for a GPU machine without TensorFlow; here it runs on the CPU, on
 generated photos and a small CNN, through the same commands and files.
@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from models.data import list_labelled, stratified_split
-from models.pack import read_pack, write_pack
-from models.quantized import dequantize, load_quantized, quantize, save_quantized
 from tests.conftest import ROOT
 from tests.test_training import write_folder
+from training.pack import read_pack, write_pack
+from training.quantized import dequantize, load_quantized, quantize, save_quantized
 
 needs_jax = pytest.mark.skipif(
     importlib.util.find_spec("jax") is None,
@@ -77,7 +77,7 @@ def test_augment_and_schedule():
     import jax
     import jax.numpy as jnp
 
-    from models.train_jax import JaxRecipe, augment, learning_rate
+    from training.train_jax import JaxRecipe, augment, learning_rate
 
     recipe = JaxRecipe(jitter=0.0)
     grey = jnp.full((4, 20, 20, 3), 90, jnp.uint8)
@@ -98,7 +98,7 @@ def test_augment_and_schedule():
 
 @needs_jax
 def test_device_script_then_publish_gives_a_model_tensorflow_loads(tmp_path):
-    """scripts/train_on_device.sh as the device tool runs it, then models.publish --weights here."""
+    """scripts/train_on_device.sh as the device tool runs it, then training.publish --weights here."""
     data = write_folder(tmp_path / "photos", 12, size=(40, 50))
     pack = write_pack(data, tmp_path / "p.npz", train_side=40, val_side=48)
     out = tmp_path / "out"
@@ -113,6 +113,7 @@ def test_device_script_then_publish_gives_a_model_tensorflow_loads(tmp_path):
         "TRAIN_UNTIL": "400",
         "HARD_STOP": "500",
         "WHEELS": str(tmp_path / "no-wheels"),  # this machine has Keras; the GPU machine gets .whl/
+        "PYTHON": sys.executable,  # the venv's, which has JAX; the GPU machine's python3 gets .whl/
     }
     env.pop("PYTHONPATH", None)
     done = subprocess.run(
@@ -133,7 +134,7 @@ def test_device_script_then_publish_gives_a_model_tensorflow_loads(tmp_path):
     assert [r["epoch"] for r in rows] == ["0", "1"]
     assert set(rows[0]) == {"epoch", "accuracy", "learning_rate", "loss", "val_accuracy", "val_loss"}
 
-    from models.publish import main as publish
+    from training.publish import main as publish
 
     assert (
         publish(
@@ -162,7 +163,7 @@ def test_train_jax_refuses_without_a_pack(tmp_path):
         [
             sys.executable,
             "-m",
-            "models.train_jax",
+            "training.train_jax",
             "--pack",
             str(tmp_path / "none.npz"),
             "--out",

@@ -10,7 +10,7 @@ from tests.conftest import CATS_VS_DOGS, needs_shared_data
 SHIPPED = ["resnet50", "resnet101"]
 needs_shipped = pytest.mark.skipif(
     not all((DEFAULT_DIR / f"{n}.keras").is_file() for n in SHIPPED),
-    reason="the default models are not in models/shipped yet (python -m models.publish puts them there)",
+    reason="the default models are not in models/shipped yet (python -m training.publish puts them there)",
 )
 
 

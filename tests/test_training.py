@@ -72,7 +72,7 @@ def test_augmentation_identity_and_flip():
 
 
 def run_train(*args: str) -> int:
-    from models.train import main
+    from training.train import main
 
     return main(list(args))
 
@@ -120,7 +120,7 @@ def test_train_end_to_end_then_resume(tmp_path):
 
 
 def test_study_preset_is_the_reference_protocol():
-    from models.train import PRESETS
+    from training.train import PRESETS
 
     study = PRESETS["study"]
     assert study.phases[0][0] == 224 and study.batch == 20
@@ -181,7 +181,7 @@ def test_training_on_the_jax_backend_gives_a_file_tensorflow_loads(tmp_path):
         [
             sys.executable,
             "-m",
-            "models.train",
+            "training.train",
             "--arch",
             "small_cnn",
             "--data",
@@ -211,7 +211,7 @@ def test_training_on_the_jax_backend_gives_a_file_tensorflow_loads(tmp_path):
 
 
 def test_schedule_options():
-    from models.train import PRESETS, schedule
+    from training.train import PRESETS, schedule
 
     cpu = PRESETS["cpu"]
     assert schedule(cpu, "96:3,160:1", None, None) == [(96, 3), (160, 1)]

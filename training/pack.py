@@ -1,10 +1,10 @@
 """A photo pack: a labelled folder's train/validation split, resized and JPEG-encoded in one file.
 
-    python -m models.pack --data ../shared/data/cats_vs_dogs/train --out .pack/cvd.npz
+    python -m training.pack --data ../shared/data/cats_vs_dogs/train --out .pack/cvd.npz
 
 A pack is what travels to an accelerator machine, where a call carries at most 64 MiB: the
 6,000 training photos at 176 px (validation at 192 px) come to about 53 MiB. The split is
-``models.train``'s own (:func:`stratified_split`, same fraction and seed), so a run trained
+``training.train``'s own (:func:`stratified_split`, same fraction and seed), so a run trained
 from a pack holds out the same photos as one trained from the folder. The file is a plain
 ``.npz`` of numeric and string arrays, read with ``allow_pickle=False``.
 """
@@ -126,7 +126,7 @@ def read_pack(path: str | Path) -> Pack:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m models.pack",
+        prog="python -m training.pack",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,12 +1,12 @@
 """Ship a training run as a default model: weights (float16), card, history, test figures.
 
-    python -m models.publish --run runs/resnet50 --name resnet50 \\
+    python -m training.publish --run runs/resnet50 --name resnet50 \\
         --test ../shared/data/cats_vs_dogs/test [--to models/shipped] [--size 160]
-    python -m models.publish --weights runs/jax-resnet50 --name resnet50 \\
+    python -m training.publish --weights runs/jax-resnet50 --name resnet50 \\
         --test ../shared/data/cats_vs_dogs/test
 
-``--run`` takes a ``models.train`` run folder; a run that has not finished is shipped from
-its last checkpoint, and its card says so. ``--weights`` takes a ``models.train_jax`` run
+``--run`` takes a ``training.train`` run folder; a run that has not finished is shipped from
+its last checkpoint, and its card says so. ``--weights`` takes a ``training.train_jax`` run
 folder (int8 ``weights.npz``, ``run.json``, ``history.csv``): the model is rebuilt here
 with the same builder, given those weights, and saved as any other.
 """
@@ -28,12 +28,12 @@ from models.card import ModelCard, Preprocessing  # noqa: E402
 from models.data import list_labelled  # noqa: E402
 from models.evaluate import evaluate  # noqa: E402
 from models.export import save_for_inference  # noqa: E402
-from models.quantized import load_quantized  # noqa: E402
 from models.registry import DEFAULT_DIR, load_model  # noqa: E402
+from training.quantized import load_quantized  # noqa: E402
 
 
 def card_from_weights(run: Path, name: str, target: Path) -> ModelCard:
-    """Rebuild a ``models.train_jax`` run's model, save it at ``target``; return its card."""
+    """Rebuild a ``training.train_jax`` run's model, save it at ``target``; return its card."""
     report = json.loads((run / "run.json").read_text())
     arch, n_classes = report["arch"], len(report["class_names"])
     model = build_classifier(arch, n_classes, report["recipe"].get("dropout", 0.0))
@@ -49,7 +49,7 @@ def card_from_weights(run: Path, name: str, target: Path) -> ModelCard:
         preprocessing=Preprocessing(input_size=(side, side), channels=3),
         training=training,
         notes=(
-            f"Trained from scratch by models.train_jax on {report['device']} for {report['epochs']} epochs "
+            f"Trained from scratch by training.train_jax on {report['device']} for {report['epochs']} epochs "
             f"({report['seconds']} s) at {report['recipe']['side']} px crops; declared {side} px, the side "
             "with the best validation accuracy after batch-norm statistics were re-estimated."
         ),
@@ -57,14 +57,14 @@ def card_from_weights(run: Path, name: str, target: Path) -> ModelCard:
 
 
 def publish_weights(run: Path, name: str, to: Path, test: str | None, size: int | None) -> ModelCard:
-    """Ship a ``models.train_jax`` run; return its card."""
+    """Ship a ``training.train_jax`` run; return its card."""
     to.mkdir(parents=True, exist_ok=True)
     target = to / f"{name}.keras"
     return _finish(card_from_weights(run, name, target), run, target, to, name, test, size)
 
 
 def publish(run: Path, name: str, to: Path, test: str | None, size: int | None) -> ModelCard:
-    """Ship a ``models.train`` run (its checkpoint where it has not finished); return its card."""
+    """Ship a ``training.train`` run (its checkpoint where it has not finished); return its card."""
     to.mkdir(parents=True, exist_ok=True)
     target = to / f"{name}.keras"
     state = json.loads((run / "state.json").read_text())
@@ -133,13 +133,13 @@ def _finish(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m models.publish",
+        prog="python -m training.publish",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", help="a models.train run folder")
-    source.add_argument("--weights", help="a models.train_jax run folder (weights.npz, run.json)")
+    source.add_argument("--run", help="a training.train run folder")
+    source.add_argument("--weights", help="a training.train_jax run folder (weights.npz, run.json)")
     parser.add_argument("--name", required=True)
     parser.add_argument("--to", default=str(DEFAULT_DIR))
     parser.add_argument("--test", help="labelled test folder to evaluate on (figures go in the card)")

@@ -6,7 +6,7 @@ are stored as int8 with a float32 scale per output channel (the last axis), so e
 keeps 8 bits of its own range; vectors (biases, batch-norm parameters and statistics) are
 kept in float16, as the shipped ``.keras`` files keep every weight. The dequantized
 weights differ from the trained ones by at most half a step per channel;
-``models.train_jax`` measures what that costs in validation accuracy before it writes them.
+``training.train_jax`` measures what that costs in validation accuracy before it writes them.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Train a cats-vs-dogs (or any folder-of-classes) classifier, resumably.
 
-    python -m models.train --arch resnet50 --data ../shared/data/cats_vs_dogs/train \\
+    python -m training.train --arch resnet50 --data ../shared/data/cats_vs_dogs/train \\
         --out runs/resnet50 --preset cpu
 
 Each epoch writes ``checkpoint.keras`` (weights and optimizer), appends ``history.csv``
@@ -295,7 +295,7 @@ def train(args: argparse.Namespace) -> Path:
         preprocessing=Preprocessing(input_size=(side, side), channels=3),
         history="history.csv",
         training={
-            "command": "python -m models.train " + " ".join(sys.argv[1:]),
+            "command": "python -m training.train " + " ".join(sys.argv[1:]),
             "preset": args.preset,
             "recipe": state["recipe"],
             "data": state["data"],
@@ -316,7 +316,7 @@ def train(args: argparse.Namespace) -> Path:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m models.train",
+        prog="python -m training.train",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

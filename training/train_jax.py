@@ -1,8 +1,8 @@
 """Train on an accelerator: Keras on JAX, photos and augmentation on the device, a time budget.
 
-    python -m models.pack --data ../shared/data/cats_vs_dogs/train --out .pack/cvd.npz
-    python -m models.train_jax --pack .pack/cvd.npz --arch resnet50 --out runs/jax50 --minutes 5
-    python -m models.publish --weights runs/jax50 --name resnet50 --test ../shared/data/cats_vs_dogs/test
+    python -m training.pack --data ../shared/data/cats_vs_dogs/train --out .pack/cvd.npz
+    python -m training.train_jax --pack .pack/cvd.npz --arch resnet50 --out runs/jax50 --minutes 5
+    python -m training.publish --weights runs/jax50 --name resnet50 --test ../shared/data/cats_vs_dogs/test
 
 Made for the machine the device tool lends (JAX and PyTorch there, no TensorFlow); it runs on
 a CPU too, slowly. The training photos sit on the device as one uint8 array; each step
@@ -13,9 +13,9 @@ and then follows a cosine over the *time* budget, so a run ends on time on any d
 
 At the end, batch-norm statistics are re-estimated on whole (uncropped) training photos at
 each candidate input side, validation picks the side the card declares, and the weights are
-written int8 per output channel (``models.quantized``), after measuring on validation what
+written int8 per output channel (``training.quantized``), after measuring on validation what
 that costs. The run folder gets ``history.csv`` (Keras CSVLogger columns), ``run.json`` and
-``weights.npz``; ``python -m models.publish --weights`` turns them into a ``.keras`` file
+``weights.npz``; ``python -m training.publish --weights`` turns them into a ``.keras`` file
 and its card under TensorFlow.
 """
 
@@ -39,8 +39,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from models.build import build_classifier  # noqa: E402
-from models.pack import read_pack  # noqa: E402
-from models.quantized import dequantize, quantize, save_quantized  # noqa: E402
+from training.pack import read_pack  # noqa: E402
+from training.quantized import dequantize, quantize, save_quantized  # noqa: E402
 
 
 @dataclass
@@ -410,7 +410,7 @@ def train(args: argparse.Namespace) -> Path:
         "input_size": chosen,
         "validation_int8": as_int8,
         "best_val_accuracy": max((r["val_accuracy"] for r in rows), default=None),
-        "command": "python -m models.train_jax " + " ".join(sys.argv[1:]),
+        "command": "python -m training.train_jax " + " ".join(sys.argv[1:]),
         "wall_seconds": round(time.time() - t_start),
     }
     (out / "run.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -420,12 +420,12 @@ def train(args: argparse.Namespace) -> Path:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m models.train_jax",
+        prog="python -m training.train_jax",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     defaults = JaxRecipe()
-    parser.add_argument("--pack", required=True, help="a photo pack (python -m models.pack)")
+    parser.add_argument("--pack", required=True, help="a photo pack (python -m training.pack)")
     parser.add_argument(
         "--arch", default="resnet50", choices=["resnet50", "resnet101", "resnet152", "small_cnn"]
     )
@@ -446,7 +446,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not Path(args.pack).is_file():
-        print(f"error: no photo pack at {args.pack} (make one with python -m models.pack)", file=sys.stderr)
+        print(f"error: no photo pack at {args.pack} (make one with python -m training.pack)", file=sys.stderr)
         return 2
     train(args)
     return 0

@@ -1,0 +1,1 @@
+"""Training: the CPU trainer, the Keras-on-JAX GPU route, photo packs, int8 weights, publishing."""
