@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from explain.methods import ONE_PASS, labels
+
 CamMethod = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
 
@@ -38,12 +40,64 @@ def layer_cam(activations: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
     return tf.nn.relu(tf.reduce_sum(tf.nn.relu(gradients) * activations, axis=-1))
 
 
-METHODS: dict[str, CamMethod] = {
+def hires_cam(activations: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
+    """HiResCAM (Draelos & Carin 2020): gradients times activations at every position, then ReLU.
+
+    Like Grad-CAM without the spatial average of the gradients, so the map is exactly the
+    part of the score's first-order change that each position explains.
+    """
+    return tf.nn.relu(tf.reduce_sum(gradients * activations, axis=-1))
+
+
+def xgrad_cam(activations: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
+    """XGrad-CAM (Fu et al. 2020): channels weighted by sum(g * A) / sum(A), then ReLU.
+
+    A channel whose activations sum to zero gets weight 0 (pytorch-grad-cam adds 1e-7 to the
+    denominator instead; the maps agree wherever the sum is not tiny).
+    """
+    numerator = tf.reduce_sum(gradients * activations, axis=(1, 2), keepdims=True)
+    weights = tf.math.divide_no_nan(numerator, tf.reduce_sum(activations, axis=(1, 2), keepdims=True))
+    return tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1))
+
+
+def eigen_cam(activations: tf.Tensor, gradients: tf.Tensor | None = None, steps: int = 32) -> tf.Tensor:
+    """Eigen-CAM (Muhammad & Yeasin 2020): the activations projected on their first principal
+    component, then ReLU. No gradient (``gradients`` is ignored).
+
+    As pytorch-grad-cam: positions are the samples, channels the features, centred over
+    positions. The component comes from power iteration (two matrix-vector products per step,
+    instead of an SVD of a (h*w, channels) matrix per image and layer, which would cost as much
+    as the convolutions), started from the centred channel-sum map, which also fixes the
+    component's sign: the projection points the way the activations' sum does (an SVD's sign
+    is arbitrary).
+    """
+    del gradients
+    a = tf.convert_to_tensor(activations, tf.float32)
+    n, h, w, c = tf.unstack(tf.shape(a))
+    x = tf.reshape(a, (n, h * w, c))
+    x = x - tf.reduce_mean(x, axis=1, keepdims=True)  # (N, hw, c)
+    start = tf.reduce_sum(x, axis=2, keepdims=True)  # (N, hw, 1): the centred sum map
+    # + a constant direction, so a map whose centred sum is zero still has a start
+    v = tf.matmul(x, start, transpose_a=True) + 1e-6  # (N, c, 1)
+    for _ in range(steps):
+        v = tf.math.l2_normalize(v, axis=1)
+        v = tf.matmul(x, tf.matmul(x, v), transpose_a=True)  # (X^T X) v
+    v = tf.math.l2_normalize(v, axis=1)
+    projection = tf.matmul(x, v)[..., 0]  # (N, hw)
+    return tf.nn.relu(tf.reshape(projection, (n, h, w)))
+
+
+#: The one-pass CAMs by name (see explain.methods for the full registry with labels and kinds).
+CAM_FUNCTIONS: dict[str, CamMethod] = {
     "gradcam": grad_cam,
     "gradcam++": grad_cam_plus_plus,
     "layercam": layer_cam,
+    "hirescam": hires_cam,
+    "xgradcam": xgrad_cam,
+    "eigencam": eigen_cam,
 }
-METHOD_LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "layercam": "Layer-CAM"}
+METHODS = CAM_FUNCTIONS  # the name this dict had before explain.methods
+METHOD_LABELS = labels(ONE_PASS)
 #: Methods that need more than the one pass (see explain.score_cam), offered where one map is shown.
 SLOW_METHOD_LABELS = {"scorecam": "Score-CAM (64 forward passes)"}
 

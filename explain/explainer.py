@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from explain.cams import METHODS
+from explain.cams import CAM_FUNCTIONS
 from explain.graph import walk
 from explain.heads import Head, find_head
 from explain.images import to_model_input
@@ -103,6 +103,47 @@ class Explainer:
         linear = self.head.path if self.head.strip_activation else None
         return tf.cast(walk(self.model, x, record, linear_head=linear), tf.float32)
 
+    def logits(self, x: tf.Tensor, on_output=None) -> tf.Tensor:
+        """Return (N, units) logits of a model batch; for use inside a ``tf.function``.
+
+        ``on_output(path, layer, out)`` sees every layer's output and may return a tensor
+        that replaces it downstream (see ``explain.graph.walk``).
+        """
+        return self._logits(x, on_output)
+
+    def targets(self, logits: tf.Tensor, classes: tf.Tensor) -> tf.Tensor:
+        """Return (N,) the class explained per image: ``classes``, or the predicted one where < 0."""
+        predicted = tf.argmax(self.head.probabilities(logits), axis=1, output_type=tf.int32)
+        return tf.where(classes < 0, predicted, classes)
+
+    def signature(self, *extra: tf.TensorSpec) -> list[tf.TensorSpec]:
+        """Return the input signature of a compiled function: a model batch, then ``extra``."""
+        return [*self._signature(), *extra]
+
+    def compiled(self, key: tuple, build):
+        """Return the compiled function cached under ``key``, building it once with ``build()``.
+
+        Other engine modules (pixel attributions, Ablation-CAM) keep their passes here, so
+        they live as long as the explainer and are traced once.
+        """
+        with self._lock:
+            fn = self._passes.get(key)
+            if fn is None:
+                fn = build()
+                self._passes[key] = fn
+        return fn
+
+    def resolve_classes(self, batch: np.ndarray, classes: Sequence[int] | int | None) -> np.ndarray:
+        """Return (N,) int32 classes for ``batch``: the given ones, the predicted where None or < 0."""
+        n = len(batch)
+        target = np.broadcast_to(np.asarray(-1 if classes is None else classes, dtype=np.int32), (n,)).copy()
+        if np.any(target >= self.head.n_classes):
+            raise ValueError(f"class index out of range for a {self.head.n_classes}-class model")
+        if np.any(target < 0):
+            predicted = self.predict(batch).argmax(axis=1).astype(np.int32)
+            target = np.where(target < 0, predicted, target)
+        return target
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Return (N, n_classes) probabilities."""
         with self._lock:
@@ -163,7 +204,7 @@ class Explainer:
                 tf.zeros_like(a) if g is None else tf.cast(g, tf.float32)
                 for a, g in zip(activations, gradients)
             ]
-            cams = {m: [METHODS[m](a, g) for a, g in zip(activations, gradients)] for m in methods}
+            cams = {m: [CAM_FUNCTIONS[m](a, g) for a, g in zip(activations, gradients)] for m in methods}
             none = lambda: tf.zeros((0, 1, 1, 1), tf.float32)  # noqa: E731
             kept_a = tf.switch_case(keep, [lambda a=a: a for a in activations], default=none)
             kept_g = tf.switch_case(keep, [lambda g=g: g for g in gradients], default=none)
@@ -195,9 +236,12 @@ class Explainer:
             paths.append(keep)
         order = {p: i for i, p in enumerate(self.layers.paths)}
         paths = tuple(sorted(paths, key=order.__getitem__))
-        unknown = [m for m in methods if m not in METHODS]
+        unknown = [m for m in methods if m not in CAM_FUNCTIONS]
         if unknown:
-            raise KeyError(f"unknown method {unknown[0]!r}; choose from {sorted(METHODS)}")
+            raise KeyError(
+                f"{unknown[0]!r} is not a one-pass CAM; choose from {', '.join(CAM_FUNCTIONS)} "
+                "(others: explain.methods.method_map)"
+            )
         batch = np.asarray(batch, dtype=np.float32)
         n = len(batch)
         if classes is None:

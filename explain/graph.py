@@ -76,8 +76,10 @@ class _Walker:
                 out = _call_without_activation(layer, *args, **kwargs)
             else:
                 out = layer(*args, **kwargs)
-        self.on_output(path, layer, out)
-        return out
+        # a callback may return a tensor that replaces the layer's output downstream
+        # (Ablation-CAM zeroes channels, guided backprop wraps ReLU outputs)
+        replaced = self.on_output(path, layer, out)
+        return out if replaced is None else replaced
 
 
 def _call_without_activation(layer: keras.layers.Layer, *args: Any, **kwargs: Any) -> Any:

@@ -155,14 +155,14 @@ def method_map(
         from explain.ablation_cam import ablation_cam
         from explain.score_cam import score_cam
 
-        slow = score_cam if name == "scorecam" else ablation_cam
         result = explainer.explain(batch, [layer], classes, ("gradcam",), keep=layer)
-        return np.stack(
-            [
-                slow(explainer, batch[i], result.kept_activations[i], int(result.targets[i]))
-                for i in range(len(batch))
-            ]
-        )
+        maps = []
+        for image, acts, target in zip(batch, result.kept_activations, result.targets):
+            if name == "scorecam":
+                maps.append(score_cam(explainer, image, acts, int(target)))
+            else:
+                maps.append(ablation_cam(explainer, image, layer, acts, int(target)))
+        return np.stack(maps)
     from explain import attributions
 
     if name == "saliency":
