@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import io
 import warnings
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+if TYPE_CHECKING:  # explain.preprocess imports this module
+    from explain.preprocess import Feeding
 
 #: Largest file we read, in bytes (the dashboard's upload limit says the same).
 MAX_FILE_BYTES = 50 * 1024 * 1024
@@ -120,8 +124,15 @@ def to_model_input(
     channels: int = 3,
     scale: float = 1.0,
     offset: float = 0.0,
+    feeding: Feeding | None = None,
 ) -> np.ndarray:
-    """Return a float32 (H, W, channels) array ready for the model."""
+    """Return a float32 (H, W, channels) array ready for the model.
+
+    ``feeding`` (an :class:`explain.preprocess.Feeding`, from the model's card) replaces the
+    plain ``x * scale + offset``: it also knows channel order, centre crop and ImageNet means.
+    """
+    if feeding is not None:
+        return feeding(rgb)
     resized = resize_to(rgb, size)
     if channels == 1:
         resized = cv2.cvtColor(resized, cv2.COLOR_RGB2GRAY)[..., None]
