@@ -50,6 +50,9 @@ class Explanation:
 class Explainer:
     """A model ready to be explained: its head, its layers, its cached compiled passes."""
 
+    #: The card's input recipe (:class:`explain.preprocess.Feeding`); None: ``x * scale + offset``.
+    feeding = None
+
     def __init__(
         self,
         model: keras.Model,
@@ -87,13 +90,19 @@ class Explainer:
         prep = card.preprocessing
         scale = 1.0 if prep.rescale_inside_model else prep.scale
         offset = 0.0 if prep.rescale_inside_model else prep.offset
-        return cls(model, card.class_names, tuple(prep.input_size), scale, offset)
+        explainer = cls(model, card.class_names, tuple(prep.input_size), scale, offset)
+        # The card's whole recipe (scaling, channel order, crop, grey): explain/preprocess.py.
+        if hasattr(prep, "feeding"):
+            explainer.feeding = prep.feeding(explainer.input_shape[2])
+        return explainer
 
     # -- input ---------------------------------------------------------------------------
     def prepare(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Return decoded RGB photos as one (N, H, W, C) float32 model batch."""
         h, w, c = self.input_shape
-        return np.stack([to_model_input(rgb, (h, w), c, self.scale, self.offset) for rgb in images])
+        return np.stack(
+            [to_model_input(rgb, (h, w), c, self.scale, self.offset, self.feeding) for rgb in images]
+        )
 
     # -- compiled functions --------------------------------------------------------------
     def _signature(self) -> list[tf.TensorSpec]:
