@@ -18,6 +18,8 @@ from models.card import ModelCard, Preprocessing, card_path_for
 DEFAULT_DIR = Path(__file__).resolve().parent / "shipped"
 USER_DIR_ENV = "CVD_MODELS_DIR"
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+#: The app's own folder for models users upload or adopt (gitignored); $CVD_MODELS_DIR replaces it.
+USER_DIR = Path(__file__).resolve().parents[1] / "user_models"
 
 
 class ModelLoadError(ValueError):
@@ -47,10 +49,15 @@ class RegistryEntry:
 def model_folders(extra: str | Path | None = None) -> list[tuple[Path, str]]:
     """Return the existing model folders: the shipped defaults, then the user's."""
     folders = [(DEFAULT_DIR, "shipped")] if DEFAULT_DIR.is_dir() else []
-    for folder in (os.environ.get(USER_DIR_ENV), extra):
+    for folder in (user_models_dir(), extra):
         if folder and Path(folder).is_dir():
             folders.append((Path(folder).resolve(), "user"))
     return folders
+
+
+def user_models_dir() -> Path:
+    """Return the folder uploads and ``models.adopt`` write to: ``$CVD_MODELS_DIR``, else ``user_models/``."""
+    return Path(os.environ.get(USER_DIR_ENV) or USER_DIR)
 
 
 def scan(extra: str | Path | None = None) -> list[RegistryEntry]:
