@@ -10,6 +10,7 @@ from explain.overlay import COLORMAPS, colorize
 from explain.report import Section, html_report, zip_of_pngs
 from ui.render import layer_label, overlay_for, png_bytes
 from ui.state import (
+    DEFAULT_MODEL,
     explain,
     faithfulness_of,
     loaded_or_stop,
@@ -25,7 +26,7 @@ st.title("Inspect")
 
 entries = sidebar_models()
 with st.sidebar:
-    entry = model_picker("Model", entries, key="inspect_model")
+    entry = model_picker("Model", entries, key="inspect_model", default=DEFAULT_MODEL)
     labels = {**METHOD_LABELS, **SLOW_METHOD_LABELS}
     method = st.selectbox("Method", list(labels), format_func=labels.get, key="inspect_method")
     colormap = st.selectbox("Colormap", list(COLORMAPS), key="inspect_colormap")
