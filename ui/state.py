@@ -14,6 +14,9 @@ from models.card import ModelCard
 from models.registry import ModelLoadError, RegistryEntry, completed_card, load_model, scan
 
 MAX_PHOTOS = 16
+#: The model Inspect opens with and the background warm-up loads first: the shipped ResNet-50
+#: is both the more accurate (96.55 % against 95.65 % on the Kaggle test photos) and the faster.
+DEFAULT_MODEL = "resnet50"
 
 
 def _keep_keras_session_across_reruns() -> None:
@@ -86,13 +89,34 @@ def _load(path: str, mtime: float, card_json: str) -> LoadedModel:
     return LoadedModel(card.name, card, explainer, int(model.count_params()))
 
 
-def load(entry: RegistryEntry) -> LoadedModel:
-    """Return the loaded model of ``entry`` (cached); raise ModelLoadError/ValueError."""
+def _cached(entry: RegistryEntry) -> LoadedModel:
     import json
 
     card_json = json.dumps(entry.card.to_dict()) if entry.has_card else ""
+    return _load(str(entry.path), entry.path.stat().st_mtime, card_json)
+
+
+def load(entry: RegistryEntry) -> LoadedModel:
+    """Return the loaded model of ``entry`` (cached); raise ModelLoadError/ValueError."""
     with st.spinner(f"Loading {entry.name} (first time only)…"):
-        loaded = _load(str(entry.path), entry.path.stat().st_mtime, card_json)
+        return _cached(entry)
+
+
+def warm(entry: RegistryEntry) -> LoadedModel:
+    """Return the loaded model of ``entry`` with the passes the pages open with already traced.
+
+    Loads through the same cache as :func:`load` and runs the prediction and the one pass to
+    every block (Grad-CAM, the tap set Inspect and Layer depth start with) on a blank photo,
+    so the pages' first real photo reuses compiled functions. No Streamlit element is drawn:
+    this runs on the background warm-up's thread (ui.warmup).
+    """
+    loaded = _cached(entry)
+    explainer = loaded.explainer
+    catalog = explainer.layers
+    batch = explainer.prepare([np.full((*explainer.input_shape[:2], 3), 127, np.uint8)])
+    explainer.predict(batch)
+    paths = [info.path for info in (catalog.blocks or catalog.layers)]
+    explainer.explain(batch, paths, -1, ("gradcam",), keep=catalog.last.path)
     return loaded
 
 
