@@ -10,9 +10,15 @@ app owns. tf-keras is imported inside functions, so the app does not pay for it 
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import json
 import os
-from dataclasses import dataclass
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE_ENV = "CVD_CACHE_DIR"  # the app's cache root (as models.evaluate); conversions go in converted/
@@ -46,11 +52,12 @@ def convert_to_keras3(path: Path, weights: Path | None = None, cache_dir: Path |
     ----------
     path
         A legacy HDF5 model (any name: the bytes decide), a SavedModel folder, a ``.zip``
-        holding a SavedModel or an architecture JSON with its weights, or an architecture
-        JSON (``model.to_json()``) when ``weights`` is given.
+        holding a SavedModel or an architecture JSON with its weights, an architecture JSON
+        (``model.to_json()``, weights beside it under the same stem or given), or a
+        weights-only HDF5 with its architecture JSON beside it under the same stem.
     weights
         The weights of an architecture JSON: a ``save_weights`` HDF5 or a Keras 3
-        ``.weights.h5``. Found beside a JSON automatically when it shares its stem.
+        ``.weights.h5``.
     cache_dir
         Where converted files go (default :func:`default_cache_dir`); keyed by the source's
         SHA-256, so a second call with the same file is a lookup.
@@ -61,4 +68,440 @@ def convert_to_keras3(path: Path, weights: Path | None = None, cache_dir: Path |
         With a one-line reason, for any file refused by the safety check or that cannot be
         converted faithfully (outputs differing by more than 1e-4).
     """
-    raise NotImplementedError("being written by A1 (issue #10)")
+    from models.model_files import sniff
+
+    path = Path(path)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if not path.exists():
+        raise _error(f"{path.name}: no such file")
+    kind = sniff(path)
+    if kind == "zip" and path.suffix.lower() == ".keras":
+        return Conversion(path, "Keras 3", "Keras 3", sha256_of([path]), [])
+    if kind == "zip":
+        return _convert_zip(path, cache)
+    model_path, weights_path = _pair(path, Path(weights) if weights else None, kind)
+    sources = [model_path] if weights_path is None else [model_path, weights_path]
+    digest = sha256_of(sources)
+    hit = _cached(cache, digest)
+    if hit is not None:
+        return hit
+    return _convert(model_path, weights_path, digest, cache)
+
+
+# --------------------------------------------------------------------------- sources and cache
+
+
+def sha256_of(paths: list[Path]) -> str:
+    """Return the SHA-256 of files (a folder: its files in sorted order, names included)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            if path.is_dir():
+                digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+            with open(file, "rb") as fh:
+                while chunk := fh.read(2**20):
+                    digest.update(chunk)
+            digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _error(message: str) -> Exception:
+    from models.registry import ModelLoadError
+
+    return ModelLoadError(message)
+
+
+def _pair(path: Path, weights: Path | None, kind: str) -> tuple[Path, Path | None]:
+    """Return (architecture or model, weights or None), finding a partner file by its stem."""
+    from models.model_files import read_hdf5, sniff
+
+    if kind == "json":
+        if weights is None:
+            stem = path.name[: -len(".json")] if path.name.lower().endswith(".json") else path.stem
+            candidates = [path.with_name(stem + s) for s in (".weights.h5", ".h5", ".hdf5", "_weights.h5")]
+            weights = next((c for c in candidates if c.is_file() and sniff(c) == "hdf5"), None)
+        if weights is None:
+            raise _error(f"{path.name}: an architecture without weights; give its weights file too")
+        return path, weights
+    if kind == "hdf5" and weights is None:
+        info = read_hdf5(path)
+        if info.kind in ("hdf5-weights", "keras3-weights"):
+            stem = path.name.split(".")[0]
+            arch = next(
+                (c for c in (path.with_suffix(".json"), path.with_name(stem + ".json")) if c.is_file()), None
+            )
+            if arch is None or sniff(arch) != "json" or not _is_architecture(arch):
+                raise _error(
+                    f"{path.name}: holds only weights, no architecture; give the model's JSON "
+                    "(model.to_json()) with it"
+                )
+            return arch, path
+    if kind not in ("hdf5", "savedmodel"):
+        raise _error(f"{path.name}: not a model file this app reads (HDF5, Keras zip, SavedModel or JSON)")
+    return path, weights
+
+
+def _is_architecture(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text()[: 32 * 2**20])
+    except (ValueError, OSError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and "class_name" in data and "config" in data
+
+
+def _cached(cache: Path, digest: str) -> Conversion | None:
+    keras_path, meta_path = cache / f"{digest}.keras", cache / f"{digest}.json"
+    if not (keras_path.is_file() and meta_path.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        return Conversion(
+            keras_path, str(meta["source_format"]), str(meta["saved_by"]), digest, list(meta["notes"])
+        )
+    except (ValueError, KeyError, TypeError, OSError):
+        return None
+
+
+def _convert_zip(path: Path, cache: Path) -> Conversion:
+    from models.untrusted_zip import UnsafeArchive, unpack_model_zip
+
+    digest = sha256_of([path])
+    hit = _cached(cache, digest)
+    if hit is not None:
+        return hit
+    folder = cache / "unpacked" / digest
+    try:
+        unpacked = unpack_model_zip(path, folder)
+    except UnsafeArchive as err:
+        raise _error(str(err)) from None
+    try:
+        conversion = _convert(unpacked.model, unpacked.weights, digest, cache, what=path.name)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    conversion.source_format += " in a zip"
+    _write_meta(conversion)
+    return conversion
+
+
+# --------------------------------------------------------------------------- the conversion
+
+
+def _convert(
+    model_path: Path, weights_path: Path | None, digest: str, cache: Path, what: str = ""
+) -> Conversion:
+    from models.model_files import read_hdf5, read_model_file
+
+    what = what or model_path.name
+    info = read_model_file(model_path)  # the safety check: raises before any loader runs
+    weights_info = read_hdf5(weights_path) if weights_path is not None else None
+    notes: list[str] = []
+    source_format = info.source_format
+    if weights_info is not None:
+        source_format = f"architecture JSON + {weights_info.source_format}"
+    if info.kind == "hdf5-model" and info.keras3:
+        model = _keras3_hdf5(model_path, what)
+        notes.append("a Keras 3 HDF5 file, re-saved in the .keras format")
+        return _save(model, cache, digest, source_format, info.saved_by, notes)
+    if info.config is None:
+        raise _error(f"{what}: no architecture found")
+    if _is_keras3_config(info.config):
+        model = _keras3_from_config(info.config, weights_path, weights_info, what)
+        return _save(model, cache, digest, source_format, info.saved_by or "Keras 3", notes)
+    original = _tf_keras_model(info, weights_path, weights_info, what)
+    converted = _keras3_twin(original, notes, what)
+    if weights_info is not None and weights_info.kind == "keras3-weights":
+        _load_keras3_weights(converted, weights_path, what)
+        notes.append("weights read by Keras 3; no tf-keras original to compare outputs with")
+    else:
+        _copy_weights(original, converted, what)
+        _compare(original, converted, what)
+    saved_by = info.saved_by or (weights_info.saved_by if weights_info else "")
+    return _save(converted, cache, digest, source_format, saved_by, notes)
+
+
+def _is_keras3_config(config: dict[str, Any]) -> bool:
+    return "module" in config and "registered_name" in config
+
+
+def _keras3_hdf5(path: Path, what: str):
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format  # Keras' own reader; takes an open file
+
+    try:
+        with h5py.File(path, "r") as h5:
+            return legacy_h5_format.load_model_from_hdf5(h5, compile=False, safe_mode=True)
+    except Exception as err:  # noqa: BLE001 - many kinds; all mean "unusable"
+        raise _error(f"{what}: cannot be loaded ({type(err).__name__}: {_short(err)})") from None
+
+
+def _keras3_from_config(config, weights_path, weights_info, what):
+    import keras
+
+    try:
+        model = keras.saving.deserialize_keras_object(config, safe_mode=True)
+    except Exception as err:  # noqa: BLE001
+        raise _error(
+            f"{what}: the architecture cannot be built ({type(err).__name__}: {_short(err)})"
+        ) from None
+    if weights_info is None or weights_info.kind != "keras3-weights":
+        raise _error(f"{what}: a Keras 3 architecture needs Keras 3 weights (.weights.h5)")
+    _load_keras3_weights(model, weights_path, what)
+    return model
+
+
+def _load_keras3_weights(model, weights_path: Path, what: str) -> None:
+    # Keras 3 reads weights only from a name ending in .weights.h5; give it one in a folder we own.
+    with tempfile.TemporaryDirectory() as tmp:
+        named = Path(tmp) / "model.weights.h5"
+        shutil.copyfile(weights_path, named)
+        try:
+            model.load_weights(named)
+        except Exception as err:  # noqa: BLE001
+            raise _error(f"{what}: the weights do not fit the architecture ({_short(err)})") from None
+
+
+def _tf_keras_model(info, weights_path: Path | None, weights_info, what: str):
+    """Return the tf-keras model built from the checked config, its weights read as data."""
+    import tf_keras
+
+    try:
+        model = tf_keras.models.model_from_config(info.config)
+    except Exception as err:  # noqa: BLE001
+        raise _error(
+            f"{what}: the architecture cannot be built ({type(err).__name__}: {_short(err)})"
+        ) from None
+    try:
+        if info.kind == "savedmodel":
+            # The variables are a checkpoint of this very model: read them as data by object
+            # path; the SavedModel's functions are never loaded.
+            status = model.load_weights(str(info.path / "variables" / "variables"))
+            status.assert_existing_objects_matched().expect_partial()
+        elif weights_info is not None:
+            model.load_weights(str(weights_path))
+        else:
+            model.load_weights(str(info.path))
+    except Exception as err:  # noqa: BLE001
+        raise _error(
+            f"{what}: the weights do not fit the architecture ({type(err).__name__}: {_short(err)})"
+        ) from None
+    return model
+
+
+def _short(err: Exception, n: int = 160) -> str:
+    return " ".join(str(err).split())[:n]
+
+
+# --------------------------------------------------------------------------- tf-keras -> Keras 3
+
+_BASE_KEYS = {"name", "trainable", "dtype"}
+_SHAPE_KEYS = {"batch_input_shape", "input_shape", "batch_size", "input_dim", "build_config"}
+_TRAINING_ONLY = ("_initializer", "_regularizer", "_constraint")
+
+
+def _keras3_twin(original, notes: list[str], what: str):
+    """Return a Keras 3 model with the same architecture as a tf-keras model (no weights yet)."""
+    import keras
+
+    config = _k3_entry({"class_name": type(original).__name__, "config": original.get_config()}, notes)
+    try:
+        model = keras.saving.deserialize_keras_object(config, safe_mode=True)
+    except Exception as err:  # noqa: BLE001
+        raise _error(
+            f"{what}: Keras 3 cannot rebuild this architecture ({type(err).__name__}: {_short(err)})"
+        ) from None
+    if not isinstance(model, keras.Model):
+        raise _error(f"{what}: holds a {type(model).__name__}, not a Keras model")
+    return model
+
+
+def _k3_entry(entry: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    cls = entry["class_name"]
+    cfg = dict(entry.get("config") or {})
+    if cls == "Sequential":
+        out = {
+            "module": "keras",
+            "class_name": "Sequential",
+            "config": _k3_sequential(cfg, notes),
+            "registered_name": None,
+        }
+    elif cls in ("Functional", "Model") and "layers" in cfg:
+        out = {
+            "module": "keras.src.models.functional",  # where Keras 3 itself says Functional lives
+            "class_name": "Functional",
+            "config": {
+                "name": cfg.get("name"),
+                "trainable": cfg.get("trainable", True),
+                "layers": [_k3_entry(layer, notes) for layer in cfg["layers"]],
+                "input_layers": _single(cfg["input_layers"]),
+                "output_layers": _single(cfg["output_layers"]),
+            },
+            "registered_name": "Functional",
+        }
+    else:
+        out = {
+            "module": "keras.layers",
+            "class_name": cls,
+            "config": _k3_layer(cls, cfg, notes),
+            "registered_name": None,
+        }
+    for key in ("name", "inbound_nodes"):  # a layer inside a functional model
+        if key in entry:
+            out[key] = entry[key]
+    return out
+
+
+def _single(refs: Any) -> Any:
+    # tf-keras lists even one input or output ([[name, node, tensor]]); Keras 3 reads a list of
+    # one as a list-valued output, and a Sequential around it then sees two tensors.
+    if isinstance(refs, list) and len(refs) == 1 and isinstance(refs[0], list):
+        return refs[0]
+    return refs
+
+
+def _k3_sequential(cfg: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    layers = list(cfg["layers"]) if isinstance(cfg, dict) else list(cfg)
+    if layers and layers[0]["class_name"] != "InputLayer":
+        first = layers[0].get("config", {})
+        shape = first.get("batch_input_shape") or first.get("batch_shape")
+        if shape is None and isinstance(cfg, dict):
+            shape = cfg.get("build_input_shape")
+        if shape is not None:
+            layers.insert(
+                0,
+                {
+                    "class_name": "InputLayer",
+                    "config": {"batch_input_shape": list(shape), "dtype": "float32"},
+                },
+            )
+    return {
+        "name": cfg.get("name") if isinstance(cfg, dict) else None,
+        "trainable": cfg.get("trainable", True) if isinstance(cfg, dict) else True,
+        "layers": [_k3_entry(layer, notes) for layer in layers],
+    }
+
+
+def _k3_layer(cls: str, cfg: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """Return a layer config Keras 3's class accepts: same meaning, Keras 2-only keys dropped."""
+    import keras
+
+    if cls == "InputLayer":
+        shape = cfg.get("batch_input_shape") or cfg.get("batch_shape")
+        return {
+            "batch_shape": list(shape) if shape else None,
+            "dtype": _dtype(cfg.get("dtype")),
+            "name": cfg.get("name"),
+        }
+    klass = getattr(keras.layers, cls)
+    params = inspect.signature(klass.__init__).parameters
+    accepts = {p for p in params if p not in ("self", "kwargs", "args")} | _BASE_KEYS
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        if key in _SHAPE_KEYS or key.endswith(_TRAINING_ONLY):
+            continue
+        if key not in accepts:
+            if not (key == "groups" and value == 1):
+                _note(notes, f"{cls}: dropped the Keras 2 setting {key}={value!r}")
+            continue
+        if key in ("layer", "backward_layer", "cell") and isinstance(value, dict) and "class_name" in value:
+            value = _k3_entry(value, notes)
+        out[key] = value
+    if "dtype" in out:
+        out["dtype"] = _dtype(out["dtype"])
+    if cls == "BatchNormalization" and isinstance(out.get("axis"), list) and len(out["axis"]) == 1:
+        out["axis"] = out["axis"][0]
+    return out
+
+
+def _dtype(value: Any) -> str:
+    if isinstance(value, dict):  # a dtype policy object
+        value = (value.get("config") or {}).get("name", "float32")
+    if not isinstance(value, str) or value.startswith("mixed"):
+        return "float32"  # mixed precision keeps float32 weights; explain in float32
+    return value
+
+
+def _note(notes: list[str], text: str) -> None:
+    if text not in notes:
+        notes.append(text)
+
+
+def _is_model(layer) -> bool:
+    return hasattr(layer, "layers") and isinstance(getattr(layer, "layers", None), list)
+
+
+def _copy_weights(src, dst, what: str) -> None:
+    """Copy every layer's weights from the tf-keras model into its Keras 3 twin, by name."""
+    by_name = {layer.name: layer for layer in dst.layers}
+    for layer in src.layers:
+        target = by_name.get(layer.name)
+        if target is None:
+            if layer.weights:
+                raise _error(f"{what}: layer {layer.name} has no counterpart in the Keras 3 model")
+            continue
+        if _is_model(layer) and _is_model(target):
+            _copy_weights(layer, target, what)
+            continue
+        values = layer.get_weights()
+        if len(values) != len(target.weights):
+            raise _error(
+                f"{what}: layer {layer.name} holds {len(values)} arrays but Keras 3's {target.name} "
+                f"takes {len(target.weights)}"
+            )
+        try:
+            target.set_weights(values)
+        except ValueError as err:
+            raise _error(f"{what}: layer {layer.name}: {_short(err)}") from None
+
+
+TOLERANCE = 1e-4
+
+
+def _compare(original, converted, what: str) -> float:
+    """Raise ModelLoadError unless both models give the same outputs on the same input."""
+    import numpy as np
+
+    shapes = converted.input_shape if isinstance(converted.input_shape, list) else [converted.input_shape]
+    rng = np.random.default_rng(0)
+    inputs = []
+    for shape in shapes:
+        dims = [2] + [d if d else 64 for d in shape[1:]]
+        inputs.append(rng.uniform(0, 1, dims).astype("float32"))
+    feed = inputs if len(inputs) > 1 else inputs[0]
+    want = [np.asarray(t) for t in _as_list(original(feed, training=False))]
+    got = [np.asarray(t) for t in _as_list(converted(feed, training=False))]
+    if len(want) != len(got) or any(a.shape != b.shape for a, b in zip(want, got)):
+        raise _error(f"{what}: the converted model's outputs have other shapes than the original's")
+    worst = max(float(np.max(np.abs(a - b))) / max(1.0, float(np.max(np.abs(a)))) for a, b in zip(want, got))
+    if not np.isfinite(worst) or worst > TOLERANCE:
+        raise _error(
+            f"{what}: refused: the converted model's outputs differ from the original's by {worst:.2g}"
+        )
+    return worst
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _save(model, cache: Path, digest: str, source_format: str, saved_by: str, notes: list[str]) -> Conversion:
+    cache.mkdir(parents=True, exist_ok=True)
+    target = cache / f"{digest}.keras"
+    # Write under a temporary name and rename, so a reader never sees half a file.
+    fd, tmp = tempfile.mkstemp(dir=cache, suffix=".keras")
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    conversion = Conversion(target, source_format, saved_by, digest, notes)
+    _write_meta(conversion)
+    return conversion
+
+
+def _write_meta(conversion: Conversion) -> None:
+    meta = {k: v for k, v in asdict(conversion).items() if k not in ("keras_path", "digest")}
+    path = conversion.keras_path.with_suffix(".json")
+    path.write_text(json.dumps(meta, indent=1) + "\n")
