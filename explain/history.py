@@ -260,9 +260,10 @@ def _parse_csv(text: str, name: str) -> History:
 
 _EPOCH_LINE = re.compile(r"^[ \t]*Epoch[ \t]+(\d+)[ \t]*/[ \t]*(\d+)[ \t]*$", re.MULTILINE)
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-# " - loss: 0.5213" (Keras prints every figure after " - "); "ETA: 1:23" is left out below.
+# " - loss: 0.5213" (Keras prints every figure after " - ", or a pasted line may start with
+# one); "ETA: 1:23" is left out below.
 _FIGURE = re.compile(
-    r"(?:^|\s)-\s+([A-Za-z_][\w.]*)\s*:\s*"
+    r"(?:^\s*|\s-\s+)([A-Za-z_][\w.]*)\s*:\s*"
     r"([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|inf))(?=\s|$)",
     re.IGNORECASE,
 )
@@ -278,7 +279,8 @@ def _parse_log(text: str, name: str) -> History:
         header = _EPOCH_LINE.match(segment)
         if header:
             blocks.append((int(header.group(1)), []))
-        elif blocks and _FIGURE.search(segment):
+        elif blocks and any(k.endswith("loss") for k, _ in _FIGURE.findall(segment)):
+            # Every line fit() prints has a loss; other lines (callbacks, prints) are not figures.
             blocks[-1][1].append(segment)
     warnings: list[str] = []
     numbers: list[int] = []
@@ -292,7 +294,7 @@ def _parse_log(text: str, name: str) -> History:
         numbers.append(number)
         rows.append(figures)
     if not rows:
-        raise HistoryError("the log has 'Epoch N/M' lines but no figures such as '- loss: 0.52'")
+        raise HistoryError("the log has 'Epoch N/M' lines but no figures such as '- loss: 0.5213'")
     keys = list(dict.fromkeys(k for row in rows for k in row))
     history = _from_columns(name, {k: [row.get(k) for row in rows] for k in keys})
     if all(b > a for a, b in zip(numbers, numbers[1:])):
@@ -413,9 +415,14 @@ def _metric_of(tag: str, role: str | None) -> str | None:
 
 
 def _read_scalars(path: Path) -> dict[str, dict[int, float]]:
-    from google.protobuf.message import DecodeError
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-    from tensorboard.util import tensor_util
+    try:
+        from google.protobuf.message import DecodeError
+        from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+        from tensorboard.util import tensor_util
+    except ImportError:
+        raise HistoryError(
+            "reading TensorBoard event files needs the tensorboard package (pip install tensorboard)"
+        ) from None
 
     size = path.stat().st_size
     if size > MAX_HISTORY_BYTES:
@@ -489,6 +496,17 @@ def pair_event_uploads(histories: list[tuple[str, History]]) -> list[History]:
         for bucket in pending:
             out.append(bucket[0] if len(bucket) == 1 else combine(bucket, bucket[0].name))
     return out
+
+
+def modified(path) -> float:
+    """Return when a history file, or the newest event file in a log folder, last changed."""
+    path = Path(path)
+    if not path.is_dir():
+        return path.stat().st_mtime
+    try:
+        return max((p.stat().st_mtime for p in _event_files(path)), default=path.stat().st_mtime)
+    except HistoryError:
+        return path.stat().st_mtime
 
 
 def load_history(path, name: str | None = None) -> History:

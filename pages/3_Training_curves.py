@@ -14,6 +14,7 @@ from explain.history import (
     is_event_file,
     is_history_name,
     load_history,
+    modified,
     pair_event_uploads,
     parse_history,
     smooth,
@@ -45,7 +46,7 @@ for entry in entries:
     if path is None:
         continue
     try:
-        runs[entry.name] = (_read_file(str(path), path.stat().st_mtime, entry.name), entry.card.test or {})
+        runs[entry.name] = (_read_file(str(path), modified(path), entry.name), entry.card.test or {})
     except (HistoryError, OSError) as err:
         problems.append(f"{entry.name}: {err}")
 

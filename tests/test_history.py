@@ -12,6 +12,7 @@ import pytest
 from explain.history import (
     HistoryError,
     load_history,
+    modified,
     pair_event_uploads,
     parse_history,
     smooth,
@@ -157,6 +158,16 @@ def test_verbose_2_log_and_two_fits_in_one_log():
     assert list(resumed.epochs) == [11, 12]  # fit(initial_epoch=10) keeps its numbers
 
 
+def test_pasted_log_lines_and_other_prints_between_them():
+    log = (
+        "Epoch 1/2\nloss: 0.5213 - acc: 0.7410 - val_loss: 0.6 - val_acc: 0.7\n"
+        "Epoch 2/2\nloss: 0.4 - acc: 0.8 - val_loss: 0.55 - val_acc: 0.75\nF1: 0.9 on my own check\n"
+    )
+    history = parse_history(log.encode(), "pasted", "notebook.txt")
+    np.testing.assert_allclose(history.metrics["loss"], [0.5213, 0.4])
+    assert set(history.metrics) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+
+
 # --- TensorBoard event files ------------------------------------------------------------------
 
 
@@ -189,6 +200,8 @@ def test_tensorboard_log_folder_train_and_validation(tmp_path):
     np.testing.assert_allclose(history.metrics["val_loss"], [1.2, 0.6, 0.4], rtol=1e-6)
     np.testing.assert_allclose(history.metrics["learning_rate"], [1e-3, 1e-4, 1e-5], rtol=1e-6)
     assert history.summary()["max val accuracy epoch"] == 3
+    newest = max(p.stat().st_mtime for p in (tmp_path / "logs").glob("*/events.out.tfevents.*"))
+    assert modified(tmp_path / "logs") == newest  # the page's cache key sees new epochs
     (only_val,) = (tmp_path / "logs" / "validation").iterdir()
     assert set(load_history(only_val).metrics) == {"val_loss", "val_accuracy"}  # by its folder
 
