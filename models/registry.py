@@ -1,11 +1,14 @@
 """The registry of trained models: the shipped defaults plus a user's folder.
 
 Scanning reads only file names and cards; weights load on demand, always with Keras'
-safe mode, so a model file from a stranger cannot run code it carries.
+safe mode, so a model file from a stranger cannot run code it carries. Legacy files (HDF5
+under any name, SavedModel folders, architecture JSON + weights, zips of those) are read as
+data, checked, and converted once into a Keras 3 ``.keras`` by :mod:`models.convert`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import zipfile
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ USER_DIR_ENV = "CVD_MODELS_DIR"
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 #: The app's own folder for models users upload or adopt (gitignored); $CVD_MODELS_DIR replaces it.
 USER_DIR = Path(__file__).resolve().parents[1] / "user_models"
+ZIP_MEMBERS_SCANNED = 2000  # scan() does not look into a zip with more entries than this
 
 
 class ModelLoadError(ValueError):
@@ -66,7 +70,7 @@ def scan(extra: str | Path | None = None) -> list[RegistryEntry]:
     seen: set[str] = set()
     for folder, source in model_folders(extra):
         for path in sorted(folder.iterdir()):
-            if path.suffix.lower() not in MODEL_SUFFIXES or not path.is_file():
+            if not _is_model_path(path, source):
                 continue
             entry = entry_for(path, source)
             name = entry.name
@@ -77,11 +81,54 @@ def scan(extra: str | Path | None = None) -> list[RegistryEntry]:
     return entries
 
 
+def _is_model_path(path: Path, source: str) -> bool:
+    """True for a model file, or (in a user's folder) a SavedModel folder or a zip holding a model."""
+    if path.is_file() and path.suffix.lower() in MODEL_SUFFIXES:
+        return True
+    if source != "user":
+        return False
+    if path.is_dir():
+        return (path / "saved_model.pb").is_file()
+    if path.is_file() and path.suffix.lower() == ".zip":
+        return _zip_holds_model(path)
+    return False
+
+
+def _zip_holds_model(path: Path) -> bool:
+    # Reads the archive's directory only, never a member: a zip of photos is not a model.
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    if len(names) > ZIP_MEMBERS_SCANNED:
+        return False
+    return any(n.endswith("saved_model.pb") or n.lower().endswith((".h5", ".hdf5")) for n in names)
+
+
+def _is_architecture_json(path: Path) -> bool:
+    """True when NAME.json is a model's architecture (``model.to_json()``), not its card."""
+    try:
+        if path.stat().st_size > 32 * 2**20:
+            return False
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and "class_name" in data and "config" in data and "name" not in data
+
+
 def entry_for(path: str | Path, source: str = "user") -> RegistryEntry:
     """Return the registry entry for one model file, reading its card if there is one."""
     path = Path(path)
     card_file = card_path_for(path)
+    if path.name.lower().endswith(".weights.h5"):
+        card_file = path.with_name(path.name[: -len(".weights.h5")] + ".json")
     error = None
+    if card_file.is_file() and _is_architecture_json(card_file):
+        # NAME.json + NAME.h5 from model.to_json() and save_weights: the JSON is the model's
+        # architecture, not its card, so the model simply has no card yet.
+        name = path.name.split(".")[0] if path.name.lower().endswith(".weights.h5") else path.stem
+        return RegistryEntry(name, path, ModelCard(name=name, class_names=[]), False, source)
     if card_file.is_file():
         try:
             card = ModelCard.load(card_file)
@@ -104,24 +151,64 @@ def find(name_or_path: str, extra: str | Path | None = None) -> RegistryEntry:
     raise ModelLoadError(f"no model called {name_or_path!r} (known: {known}) and no such file")
 
 
-def load_model(path: str | Path) -> keras.Model:
-    """Load a model file in safe mode; raise :class:`ModelLoadError` with the reason."""
+def load_model(path: str | Path, weights: str | Path | None = None) -> keras.Model:
+    """Load a model file in safe mode; raise :class:`ModelLoadError` with the reason.
+
+    A Keras 3 ``.keras`` zip loads directly. A legacy HDF5 file (under any name: the bytes
+    decide), a SavedModel folder, an architecture JSON with its ``weights`` (or a weights
+    HDF5 with ``NAME.json`` beside it), or a ``.zip`` of one of those is first read as data
+    and checked, then converted once into a cached ``.keras`` (:func:`models.convert.convert_to_keras3`).
+    """
+    from models.model_files import sniff
+
     path = Path(path)
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise ModelLoadError(f"{path.name}: a folder without saved_model.pb; not a SavedModel")
+        return _load_converted(path, None)
     if not path.is_file():
         raise ModelLoadError(f"{path.name}: no such file")
+    kind = sniff(path)
     suffix = path.suffix.lower()
+    if kind == "hdf5":
+        if suffix in (".h5", ".hdf5") and weights is None and _written_by_keras3(path):
+            return _load_keras3(path)  # Keras 3's own HDF5 (checked first), read by Keras 3 itself
+        return _load_converted(path, weights)
     if suffix == ".keras" and not zipfile.is_zipfile(path):
-        with open(path, "rb") as fh:
-            starts_like_zip = fh.read(4) == b"PK\x03\x04"
-        if starts_like_zip:
+        if kind == "zip":
             raise ModelLoadError(f"{path.name}: the file is damaged or truncated (incomplete zip archive)")
         raise ModelLoadError(f"{path.name}: not a Keras model file (a .keras file is a zip archive)")
+    if suffix == ".keras":
+        return _load_keras3(path)
+    if kind in ("zip", "json"):
+        return _load_converted(path, weights)
+    raise ModelLoadError(
+        f"{path.name}: not a model file this app reads (.keras, HDF5, SavedModel, JSON or zip)"
+    )
+
+
+def _written_by_keras3(path: Path) -> bool:
+    from models.model_files import read_hdf5
+
+    info = read_hdf5(path)  # raises ModelLoadError for a damaged, hostile or code-carrying file
+    return info.kind == "hdf5-model" and info.keras3
+
+
+def _load_converted(path: Path, weights: str | Path | None) -> keras.Model:
+    from models.convert import convert_to_keras3
+
+    conversion = convert_to_keras3(path, Path(weights) if weights else None)
+    return _load_keras3(conversion.keras_path, shown=path.name)
+
+
+def _load_keras3(path: Path, shown: str | None = None) -> keras.Model:
+    shown = shown or path.name
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as err:  # noqa: BLE001 - Keras raises many kinds; all mean "unusable"
-        raise ModelLoadError(f"{path.name}: {_reason(err)}") from None
+        raise ModelLoadError(f"{shown}: {_reason(err)}") from None
     if not isinstance(model, keras.Model):
-        raise ModelLoadError(f"{path.name}: holds a {type(model).__name__}, not a Keras model")
+        raise ModelLoadError(f"{shown}: holds a {type(model).__name__}, not a Keras model")
     return model
 
 
