@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Scripts the tests start (bash scripts that call python3, streamlit) use the interpreter running
+# the tests, i.e. the checkout's .venv, not whatever python3 comes first on the machine's PATH.
+os.environ["PATH"] = os.path.dirname(os.path.abspath(__import__("sys").executable)) + os.pathsep + os.environ["PATH"]
 
 import shutil  # noqa: E402
 import socket  # noqa: E402
