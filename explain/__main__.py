@@ -1,10 +1,17 @@
 """Explain photos from the command line, without the dashboard.
 
-    python -m explain photo.jpg [more.jpg ...] --model resnet50 --layers last --out maps/
+    python -m explain photo.jpg [more.jpg ...] --model path/to/model.keras [--card model.json]
+                      --layers last --method gradcam --out maps/
 
-Writes one overlay PNG per photo and layer, and prints per photo the predicted class, its
-probability and the files written. A file that cannot be read gets a one-line error and
-the exit status is 1, while the other photos are still done.
+Writes one overlay PNG per photo and layer (per photo for the pixel attributions that use no
+layer), and prints per photo the predicted class, its probability and the files written. A
+file that cannot be read gets a one-line error and the exit status is 1, while the other
+photos are still done.
+
+This is the engine's command line: it takes a model file (and its card, the JSON beside it
+or ``--card``) and imports nothing from ``models/``. Models by registry name (``--model
+resnet50``), and other file formats, go through ``python -m models.explain`` (same arguments),
+which loads the model and calls :func:`run` here.
 """
 
 from __future__ import annotations
@@ -20,10 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import cv2  # noqa: E402
 
-from explain.cams import METHODS, normalize  # noqa: E402
-from explain.device import describe_device  # noqa: E402
-from explain.explainer import Explainer  # noqa: E402
-from explain.images import ImageError, decode_image  # noqa: E402
+from explain.methods import METHODS, method_map  # noqa: E402
 from explain.overlay import COLORMAPS, overlay  # noqa: E402
 
 
@@ -37,7 +41,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m explain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("images", nargs="+", help="photo files (JPEG, PNG, WebP, BMP, GIF, TIFF)")
-    parser.add_argument("--model", required=True, help="registry name or path of a model file")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="a .keras model file (python -m models.explain also takes registry names such as resnet50)",
+    )
+    parser.add_argument("--card", help="the model's card (JSON); default: the .json beside the model file")
     parser.add_argument(
         "--layers",
         nargs="+",
@@ -48,29 +57,81 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--class", dest="target", default="predicted", help="'predicted', or a class name or index to explain"
     )
-    parser.add_argument("--method", default="gradcam", choices=sorted(METHODS))
+    parser.add_argument(
+        "--method",
+        default="gradcam",
+        choices=list(METHODS),
+        help="; ".join(f"{m.name}: {m.label}, {m.kind}, {m.cost}" for m in METHODS.values()),
+    )
     parser.add_argument("--colormap", default="jet", choices=sorted(COLORMAPS))
     parser.add_argument("--opacity", type=float, default=0.45)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from models.registry import ModelLoadError, completed_card, find, load_model
+def load(model_path: str, card_path: str | None = None):
+    """Return (explainer, name) for a .keras file and its card; raise ValueError with the reason."""
+    import keras
 
+    from explain.card_file import read_card
+    from explain.explainer import Explainer
+
+    path = Path(model_path)
+    if not path.is_file():
+        raise ValueError(
+            f"no model file {model_path!r} (for a registry name such as resnet50, run "
+            "python -m models.explain with the same arguments)"
+        )
+    if path.suffix.lower() != ".keras":
+        raise ValueError(
+            f"{path.name}: the engine reads .keras files; python -m models.explain converts others"
+        )
     try:
-        entry = find(args.model)
-        model = load_model(entry.path)
-        explainer = Explainer.from_card(model, completed_card(entry, model))
-        layers = explainer.layers.resolve(args.layers)
-    except (ModelLoadError, ValueError, KeyError) as err:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as err:  # noqa: BLE001 - Keras raises many kinds; all mean "unusable"
+        raise ValueError(f"{path.name}: not a usable Keras model ({type(err).__name__}: {err})") from None
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"{path.name}: holds a {type(model).__name__}, not a Keras model")
+    card = Path(card_path) if card_path else path.with_suffix(".json")
+    if card_path or card.is_file():
+        channels = model.input_shape[-1] if not isinstance(model.input_shape, list) else None
+        data = read_card(card, channels)
+        explainer = Explainer(model, data.class_names, data.feeding.size)
+        explainer.feeding = data.feeding
+        return explainer, data.name
+    return Explainer(model), path.stem
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line on a model file; return the exit status."""
+    args = parse_args(argv)
+    try:
+        explainer, name = load(args.model, args.card)
+    except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    target = -1
-    if args.target != "predicted":
-        names = explainer.class_names
-        target = names.index(args.target) if args.target in names else int(args.target)
+    return run(explainer, args, name)
+
+
+def run(explainer, args: argparse.Namespace, model_name: str) -> int:
+    """Explain ``args.images`` with a loaded :class:`~explain.explainer.Explainer`; return the exit status."""
+    from explain.attributions import integrated_gradients
+    from explain.cams import normalize
+    from explain.device import describe_device
+    from explain.images import ImageError, decode_image
+
+    method = METHODS[args.method]
+    try:
+        layers = explainer.layers.resolve(args.layers) if method.uses_layer else [None]
+        target = -1
+        if args.target != "predicted":
+            names = explainer.class_names
+            target = names.index(args.target) if args.target in names else int(args.target)
+            if not 0 <= target < len(names):
+                raise ValueError(f"class {args.target!r} out of range for classes {names}")
+    except (ValueError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results, failed = [], 0
@@ -82,30 +143,48 @@ def main(argv: list[str] | None = None) -> int:
             results.append({"image": path, "error": str(err)})
             failed += 1
             continue
-        result = explainer.explain(explainer.prepare([rgb]), layers, target, (args.method,))
-        predicted = int(result.predicted[0])
-        explained = explainer.class_names[int(result.targets[0])]
-        written, notes = [], []
-        for layer in layers:
-            cam = normalize(result.cam(layer, 0, args.method))
+        batch = explainer.prepare([rgb])
+        probabilities = explainer.predict(batch)[0]
+        predicted = int(probabilities.argmax())
+        explained_index = predicted if target < 0 else target
+        explained = explainer.class_names[explained_index]
+        written, notes, extra = [], [], {}
+        if method.one_pass:
+            result = explainer.explain(batch, layers, explained_index, (method.name,))
+            maps = {layer: result.cam(layer, 0, method.name) for layer in layers}
+        elif method.name == "ig":
+            ig = integrated_gradients(explainer, batch, explained_index)
+            maps = {None: ig.map[0]}
+            extra["completeness_relative_error"] = round(float(ig.relative_error[0]), 6)
+        else:
+            maps = {
+                layer: method_map(explainer, method.name, batch, layer, explained_index)[0]
+                for layer in layers
+            }
+        for layer, raw in maps.items():
+            cam = normalize(raw)
+            where = layer or "input"
             if not cam.ok:
-                notes.append(f"{layer}: {cam.message}")
+                notes.append(f"{where}: {cam.message}")
             picture = overlay(rgb, cam.values, args.opacity, args.colormap)
-            name = f"{safe_name(Path(path).stem)}_{safe_name(layer)}_{safe_name(explained)}.png"
+            tag = [] if method.name == "gradcam" else [method.name.replace("+", "plus")]
+            parts = [Path(path).stem, *([layer] if layer else []), *tag]
+            name = "_".join(safe_name(p) for p in [*parts, explained]) + ".png"
             cv2.imwrite(str(out / name), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
             written.append(str(out / name))
         results.append(
             {
                 "image": path,
                 "predicted": explainer.class_names[predicted],
-                "probability": round(float(result.probabilities[0, predicted]), 4),
+                "probability": round(float(probabilities[predicted]), 4),
                 "explained_class": explained,
                 "files": written,
                 "warnings": notes,
+                **extra,
             }
         )
         if not args.json:
-            print(f"{path}: {explainer.class_names[predicted]} ({result.probabilities[0, predicted]:.3f})")
+            print(f"{path}: {explainer.class_names[predicted]} ({probabilities[predicted]:.3f})")
             for name in written:
                 print(f"  {name}")
             for note in notes:
@@ -113,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(
             json.dumps(
-                {"model": entry.name, "device": describe_device(), "method": args.method, "results": results},
+                {"model": model_name, "device": describe_device(), "method": args.method, "results": results},
                 indent=2,
             )
         )
