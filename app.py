@@ -5,8 +5,28 @@ Run with:  streamlit run app.py
 
 import streamlit as st
 
-from explain.device import describe_device
-from ui.state import sidebar_models, try_load
+from ui import warmup
+
+#: Test sets every model is shown against, by their key in a card's ``evaluations``.
+TEST_SETS = {"cats_vs_dogs/test": "Kaggle test", "oxford_pets": "Oxford-IIIT Pet"}
+
+
+def test_figures(card) -> dict[str, dict]:
+    """Return the card's figures per test set, the Kaggle one from ``card.test`` when that is all."""
+    figures = dict(card.evaluations)
+    if "cats_vs_dogs/test" not in figures and "accuracy" in (card.test or {}):
+        figures["cats_vs_dogs/test"] = card.test
+    return figures
+
+
+def accuracy_text(figures: dict | None) -> str:
+    """Return e.g. '96.55% of 2,000 photos' (with the flip test-time augmentation noted)."""
+    if not figures or "accuracy" not in figures:
+        return "not evaluated"
+    text = f"{figures['accuracy']:.2%}"
+    if figures.get("n"):
+        text += f" of {int(figures['n']):,} photos"
+    return text + (" (flip TTA)" if figures.get("tta") else "")
 
 
 def home() -> None:
@@ -16,11 +36,42 @@ def home() -> None:
         "Explain cat-vs-dog (and other) image classifiers: predictions, feature maps and class "
         "activation maps (Grad-CAM and relatives), layer by layer."
     )
+    # TensorFlow loads with these (the title above shows first, on a fresh server).
+    from explain.device import describe_device
+    from ui.state import sidebar_models, try_load
 
     entries = sidebar_models()
     st.caption(f"Computing on: **{describe_device()}**")
 
-    rows, problems = [], []
+    sets = dict(TEST_SETS)
+    for entry in entries:
+        sets.update({key: key for key in test_figures(entry.card) if key not in sets})
+    rows = {}
+    for entry in entries:
+        card, figures = entry.card, test_figures(entry.card)
+        size = card.preprocessing.input_size
+        rows[entry.name] = {
+            "model": entry.name,
+            "architecture": card.architecture,
+            "parameters": "…",
+            "input": f"{size[0]}×{size[1]}×{card.preprocessing.channels}" if entry.has_card else "…",
+            "classes": ", ".join(card.class_names) or "…",
+            **{f"{label} accuracy": accuracy_text(figures.get(key)) for key, label in sets.items()},
+            "explainable layers": "…",
+            "source": entry.source,
+        }
+    if rows:
+        st.subheader("Models")
+        st.caption(
+            "Accuracy on photos the models were never trained on: the Kaggle test set "
+            "(../shared/data/cats_vs_dogs/test) and the Oxford-IIIT Pet photos, from each model's card."
+        )
+    table = st.empty()
+    if rows:
+        table.dataframe(list(rows.values()), hide_index=True, width="stretch")
+
+    # The background warm-up (ui.warmup) is loading these already; each wait ends when it has.
+    problems = []
     progress = st.progress(0.0, text="Loading models…") if entries else None
     for i, entry in enumerate(entries):
         loaded, error = try_load(entry)
@@ -28,27 +79,22 @@ def home() -> None:
             progress.progress((i + 1) / len(entries), text=f"Loaded {entry.name}")
         if error:
             problems.append(f"**{entry.name}** ({entry.path.name}): {error}")
+            del rows[entry.name]
             continue
-        card, explainer = loaded.card, loaded.explainer
-        test = card.test or {}
-        rows.append(
+        explainer = loaded.explainer
+        rows[entry.name].update(
             {
-                "model": loaded.name,
-                "architecture": card.architecture,
+                "architecture": loaded.card.architecture,
                 "parameters": f"{loaded.parameters / 1e6:.1f} M",
                 "input": "×".join(str(s) for s in explainer.input_shape),
                 "classes": ", ".join(explainer.class_names),
-                "test accuracy": f"{test['accuracy']:.2%}" if "accuracy" in test else "not evaluated",
-                "test photos": test.get("n", ""),
                 "explainable layers": f"{len(explainer.layers)} ({len(explainer.layers.blocks)} blocks)",
-                "source": entry.source,
             }
         )
     if progress:
         progress.empty()
     if rows:
-        st.subheader("Models")
-        st.dataframe(rows, hide_index=True, width="stretch")
+        table.dataframe(list(rows.values()), hide_index=True, width="stretch")
     elif not problems:
         st.warning(
             "No models found: put .keras files with their cards in models/shipped, or set "
@@ -56,7 +102,7 @@ def home() -> None:
         )
     for message in problems:
         st.error(message)
-    warnings = {row["model"]: None for row in rows}
+    warnings = {name: None for name in rows}
     for entry in entries:
         warnings[entry.name] = (entry.card.test or {}).get("warning")
     warnings.update(st.session_state.get("degenerate", {}))
@@ -85,6 +131,11 @@ def home() -> None:
         label="Errors: evaluate on labelled photos; the mistakes, and what the model looked at",
         icon=":material/report:",
     )
+    st.page_link(
+        "pages/5_Models.py",
+        label="Models: bring your own model file (Keras 3, Keras 2 .h5, SavedModel), check how to feed it",
+        icon=":material/upload_file:",
+    )
 
 
 st.set_page_config(page_title="What does the network look at?", page_icon="🐾", layout="wide")
@@ -102,6 +153,16 @@ navigation = st.navigation(
             url_path="Training_curves",
         ),
         st.Page("pages/4_Errors.py", title="Errors", icon=":material/report:", url_path="Errors"),
+        st.Page("pages/5_Models.py", title="Models", icon=":material/upload_file:", url_path="Models"),
     ]
 )
-navigation.run()
+# On a fresh server, start loading and tracing the models at once, whichever page is opened,
+# and say what is still warming up while a page waits for it.
+warm_up = warmup.start()
+note = st.empty()
+if not warm_up.done:
+    note.caption(f":material/hourglass_top: Warming up (first start only): {warm_up.summary()}")
+try:
+    navigation.run()
+finally:
+    note.empty()

@@ -27,13 +27,48 @@ def assert_clean(at: AppTest) -> None:
     assert not at.exception, [e.message for e in at.exception]
 
 
-def test_home_lists_models(user_models):
+@pytest.fixture
+def no_warmup(monkeypatch):
+    # app.py would start loading and tracing every model (the shipped ResNets too) on a
+    # thread of this test process; tests/test_warmup.py tests the warm-up itself.
+    monkeypatch.setenv("CVD_WARMUP", "0")
+
+
+def test_home_lists_models(user_models, no_warmup):
     at = run("app.py")
     assert_clean(at)
     table = at.dataframe[0].value
-    assert "tiny" in list(table["model"])
-    assert "60.00%" in list(table["test accuracy"])
+    row = table[table["model"] == "tiny"].iloc[0]
+    assert row["Kaggle test accuracy"] == "60.00% of 40 photos"  # the card's "test" figures
+    assert row["Oxford-IIIT Pet accuracy"] == "not evaluated"
+    assert row["parameters"].endswith(" M") and row["input"] == "64×64×3"
     assert any("Computing on" in c.value for c in at.caption)
+
+
+def test_home_shows_accuracy_on_both_test_sets(small_model_dir, tmp_path, monkeypatch, no_warmup):
+    import shutil
+
+    from models.card import ModelCard
+
+    shutil.copy(small_model_dir / "tiny.keras", tmp_path / "both.keras")
+    card = ModelCard.load(small_model_dir / "tiny.json")
+    card.name = "both"
+    card.evaluations = {
+        "cats_vs_dogs/test": {"accuracy": 0.9655, "n": 2000, "tta": False},
+        "oxford_pets": {"accuracy": 0.93907, "n": 1075, "tta": True},
+        "my photos": {"accuracy": 0.5, "n": 12},
+    }
+    card.save(tmp_path / "both.json")
+    monkeypatch.setenv("CVD_MODELS_DIR", str(tmp_path))
+    at = run("app.py")
+    assert_clean(at)
+    table = at.dataframe[0].value
+    row = table[table["model"] == "both"].iloc[0]
+    assert row["Kaggle test accuracy"] == "96.55% of 2,000 photos"  # evaluations win over "test"
+    assert row["Oxford-IIIT Pet accuracy"] == "93.91% of 1,075 photos (flip TTA)"
+    assert row["my photos accuracy"] == "50.00% of 12 photos"
+    shipped = table[table["source"] == "shipped"]
+    assert (shipped["my photos accuracy"] == "not evaluated").all()
 
 
 def test_inspect_shows_prediction_heatmap_and_feature_maps(user_models):
@@ -79,7 +114,7 @@ def test_training_curves_plots_runs_and_summary(user_models):
     assert at.get("plotly_chart")
 
 
-def test_a_broken_model_is_named_and_the_others_still_load(small_model_dir, tmp_path, monkeypatch):
+def test_a_broken_model_is_named_and_the_others_still_load(small_model_dir, tmp_path, monkeypatch, no_warmup):
     import shutil
 
     for name in ("tiny.keras", "tiny.json", "tiny.history.csv"):
