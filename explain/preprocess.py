@@ -17,12 +17,21 @@ from explain.images import resize_to
 
 #: Pixel scalings, by name, with a label for people.
 SCALINGS: dict[str, str] = {
-    "unit": "x / 255 (0 to 1)",
-    "symmetric": "x / 127.5 − 1 (−1 to 1)",
-    "raw": "raw pixels (0 to 255)",
-    "caffe": "caffe: ImageNet means subtracted (keras.applications pairs it with BGR)",
-    "torch": "torch: (x / 255 − ImageNet mean) / std",
+    "unit": "x / 255",
+    "symmetric": "x / 127.5 − 1",
+    "raw": "raw 0–255",
+    "caffe": "caffe (− ImageNet means)",
+    "torch": "torch (ImageNet mean / std)",
     "affine": "x · scale + offset",
+}
+#: What each scaling gives, and who uses it.
+SCALING_HELP: dict[str, str] = {
+    "unit": "0 to 1: most tutorials (ImageDataGenerator(rescale=1/255))",
+    "symmetric": "−1 to 1: Teachable Machine, MobileNet/Inception/Xception preprocess_input",
+    "raw": "0 to 255 as decoded: models that rescale inside themselves (EfficientNet, ours)",
+    "caffe": "0–255 less the ImageNet channel means; keras.applications ResNet50/VGG use it with BGR",
+    "torch": "(x / 255 − (0.485, 0.456, 0.406)) / (0.229, 0.224, 0.225): DenseNet, PyTorch ports",
+    "affine": "x · scale + offset with numbers of your own (older cards)",
 }
 CHANNEL_ORDERS = ("RGB", "BGR")
 #: How a photo of another shape reaches the model's size.
@@ -115,7 +124,7 @@ class Feeding:
 
     def describe(self) -> str:
         """Return the recipe in a few words, e.g. 'x / 255 (0 to 1), RGB, stretch, 224×224'."""
-        scaling = SCALINGS[self.scaling].split(" (")[0].split(":")[0]
+        scaling = SCALINGS[self.scaling]
         if self.scaling == "affine":
             scaling = f"x · {self.scale:g} + {self.offset:g}"
         colour = "grey" if self.grey or self.channels == 1 else self.channel_order

@@ -119,7 +119,7 @@ class FeedingCheck:
         for c in self.rows[:limit]:
             out.append(
                 {
-                    "scaling": SCALINGS[c.scaling].split(" (")[0],
+                    "scaling": SCALINGS[c.scaling],
                     "channels": "grey" if self.channels == 1 else c.channel_order,
                     "resize": c.resize,
                     "classes (output 0, 1, …)": self.order_label(c),

@@ -98,7 +98,7 @@ def test_old_cards_read_as_before_and_new_ones_round_trip(tmp_path):
         True,
     )
     # The engine applies the card: Explainer.from_card feeds through it.
-    model = _tiny_cnn(96)
+    model = tiny_cnn(96)
     explainer = Explainer.from_card(model, again)
     rgb = random_photo(1, (100, 140))
     np.testing.assert_allclose(explainer.prepare([rgb])[0], feeding(rgb))
@@ -113,14 +113,14 @@ def test_labels_txt():
 
 
 # -- the check -------------------------------------------------------------------------------
-def _tiny_cnn(size: int = SIZE, units: int = 2, activation: str = "softmax") -> keras.Model:
+def tiny_cnn(size: int = SIZE, units: int = 2, activation: str = "softmax") -> keras.Model:
     inputs = keras.Input((size, size, 3))
     x = keras.layers.Conv2D(4, 1, name="conv")(inputs)
     x = keras.layers.GlobalAveragePooling2D()(x)
     return keras.Model(inputs, keras.layers.Dense(units, activation=activation, name="head")(x))
 
 
-def _colour_photos(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def colour_photos(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Return n RGB photos and labels: class 1 ('cat') has more red than class 0 ('dog'); G, B random."""
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % 2
@@ -130,7 +130,7 @@ def _colour_photos(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return photos, labels
 
 
-def _write_folder(folder: Path, photos: np.ndarray, labels: np.ndarray, names: list[str]) -> Path:
+def write_folder(folder: Path, photos: np.ndarray, labels: np.ndarray, names: list[str]) -> Path:
     for i, (rgb, label) in enumerate(zip(photos, labels)):
         sub = folder / f"{names[label]}s"
         sub.mkdir(parents=True, exist_ok=True)
@@ -138,21 +138,22 @@ def _write_folder(folder: Path, photos: np.ndarray, labels: np.ndarray, names: l
     return folder
 
 
+def train_bgr_unit(folder: Path) -> tuple[keras.Model, Path]:
+    """Return a model trained on x/255 in BGR order (output 0 = dog, 1 = cat), and a labelled folder."""
+    keras.utils.set_random_seed(0)
+    photos, labels = colour_photos(400, 0)
+    x = Feeding((SIZE, SIZE), scaling="unit", channel_order="BGR").pixels(photos)
+    model = tiny_cnn()
+    model.compile(keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, labels, epochs=30, batch_size=64, verbose=0)  # labels: 0 = dog (less red), 1 = cat
+    assert model.evaluate(x, labels, verbose=0)[1] > 0.95
+    test_photos, test_labels = colour_photos(48, 1)
+    return model, write_folder(folder, test_photos, test_labels, ["dog", "cat"])
+
+
 @pytest.fixture(scope="module")
 def trained_bgr_unit(tmp_path_factory) -> tuple[keras.Model, Path]:
-    """A model trained on x/255 in BGR order with output 0 = dog, 1 = cat; and a labelled folder."""
-    keras.utils.set_random_seed(0)
-    photos, labels = _colour_photos(400, 0)
-    x = Feeding((SIZE, SIZE), scaling="unit", channel_order="BGR").pixels(photos)
-    model = _tiny_cnn()
-    model.compile(keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    # labels: 0 = dog (less red), 1 = cat.
-    model.fit(x, labels, epochs=30, batch_size=64, verbose=0)
-    assert model.evaluate(x, labels, verbose=0)[1] > 0.95
-    folder = tmp_path_factory.mktemp("labelled")
-    test_photos, test_labels = _colour_photos(48, 1)
-    _write_folder(folder, test_photos, test_labels, ["dog", "cat"])
-    return model, folder
+    return train_bgr_unit(tmp_path_factory.mktemp("labelled"))
 
 
 def test_check_picks_the_scaling_channel_order_and_class_order(trained_bgr_unit):
@@ -177,7 +178,7 @@ def test_check_picks_the_scaling_channel_order_and_class_order(trained_bgr_unit)
     assert any(k.startswith("feeding check") for k in card.evaluations)
     # ...and the engine then feeds it that way: right on the photos.
     explainer = Explainer.from_card(model, card)
-    photos, labels = _colour_photos(20, 5)
+    photos, labels = colour_photos(20, 5)
     predicted = explainer.predict(explainer.prepare(list(photos))).argmax(axis=1)
     assert np.mean(np.array(card.class_names)[predicted] == np.array(["dog", "cat"])[labels]) > 0.9
 
@@ -202,7 +203,7 @@ def test_names_known_to_the_model_are_matched(trained_bgr_unit):
 
 def test_a_model_that_guesses_does_not_beat_chance(trained_bgr_unit):
     _, folder = trained_bgr_unit
-    model = _tiny_cnn(units=1, activation="sigmoid")
+    model = tiny_cnn(units=1, activation="sigmoid")
     model.get_layer("head").set_weights([np.zeros((4, 1)), np.zeros(1)])  # always 0.5
     result = check_folder(model, folder, limit=24)
     assert not result.beats_chance
@@ -241,3 +242,49 @@ def test_teachable_machine_file_is_fed_as_it_was_trained():
     assert result.beats_chance, result.table(5)
     assert result.best.scaling == "symmetric", result.table(5)
     assert result.class_names() == names == ["dog", "cat"]
+
+
+# -- python -m models.adopt ------------------------------------------------------------------
+def test_adopt_cli_end_to_end(trained_bgr_unit, tmp_path, capsys):
+    from models.adopt import main
+    from models.registry import completed_card, entry_for, load_model, scan
+
+    model, folder = trained_bgr_unit
+    source = tmp_path / "in" / "My model (v2).keras"
+    source.parent.mkdir()
+    model.save(source)
+    out = tmp_path / "models"
+    assert main([str(source), "--labelled", str(folder), "--limit", "24", "--to", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "parameters: " in printed and "explainable layers: " in printed and "Keras 3 file" in printed
+    assert "Best: x / 255, BGR" in printed and "scaling" in printed  # the verdict and the table
+    assert sorted(p.name for p in out.iterdir()) == ["My_model_v2.json", "My_model_v2.keras"]
+    entry = entry_for(out / "My_model_v2.keras")
+    assert entry.has_card and entry.card.class_names == ["dog", "cat"]
+    assert entry.card.preprocessing.channel_order == "BGR"
+    assert entry.card.converted_from["format"] == "Keras 3"
+    # The registry lists it, and the engine feeds it as the card says.
+    assert [e.name for e in scan(out)][-1] == "My_model_v2"
+    explainer = Explainer.from_card(load_model(entry.path), completed_card(entry, model))
+    photos, labels = colour_photos(10, 9)
+    predicted = explainer.predict(explainer.prepare(list(photos))).argmax(axis=1)
+    assert (np.array(explainer.class_names)[predicted] == np.array(["dog", "cat"])[labels]).mean() >= 0.9
+
+    # Again, as JSON, with a labels.txt and no photos: a second name, the labels' classes.
+    (tmp_path / "labels.txt").write_text("0 dog\n1 cat\n")
+    assert main([str(source), "--labels", str(tmp_path / "labels.txt"), "--to", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["name"] == "My_model_v2_2" and result["check"] is None
+    assert result["card"]["class_names"] == ["dog", "cat"]
+    assert result["found"]["input_shape"] == [SIZE, SIZE, 3]
+
+
+def test_adopt_cli_refuses_in_one_line(tmp_path, capsys):
+    from models.adopt import main
+
+    bad = tmp_path / "broken.keras"
+    bad.write_bytes(b"not a model")
+    assert main([str(bad), "--to", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
