@@ -45,7 +45,9 @@ elif source == "a folder on this machine":
     typed = st.text_input("Folder of class subfolders (or cat.N.jpg files)", key="errors_folder").strip()
     folder = Path(typed) if typed else None
 else:
-    upload = st.file_uploader("Zip of class folders (cats/…, dogs/…)", type=["zip"], key="errors_zip")
+    upload = st.file_uploader(
+        "Zip of class folders (cats/…, dogs/…)", type=["zip"], key="errors_zip", max_upload_size=200
+    )
     if upload is not None:
         data = upload.getvalue()
         target = Path(tempfile.gettempdir()) / "cvd-uploads" / digest_of(data)

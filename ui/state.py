@@ -9,7 +9,7 @@ import numpy as np
 import streamlit as st
 
 from explain.explainer import Explainer, Explanation
-from explain.images import ImageError, decode_image
+from explain.images import MAX_FILE_BYTES, ImageError, decode_image
 from models.card import ModelCard
 from models.registry import ModelLoadError, RegistryEntry, completed_card, load_model, scan
 
@@ -176,6 +176,7 @@ def photo_inputs(key: str, multiple: bool = True) -> tuple[list[Photo], list[str
         type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"],
         accept_multiple_files=multiple,
         key=f"{key}_upload",
+        max_upload_size=MAX_FILE_BYTES // 2**20,  # the server allows 500 MB for model files
     )
     if uploads is None:
         uploads = []
