@@ -3,7 +3,7 @@
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from explain.cams import METHOD_LABELS
+from explain.methods import METHODS, ONE_PASS, labels
 from explain.overlay import COLORMAPS
 from explain.report import Section, html_report, zip_of_pngs
 from ui.render import overlay_for, thumbnail
@@ -27,7 +27,16 @@ st.write(
 entries = sidebar_models()
 names = [e.name for e in entries]
 with st.sidebar:
-    method = st.selectbox("Method", list(METHOD_LABELS), format_func=METHOD_LABELS.get, key="depth_method")
+    # Every block in one pass: only the CAMs computed from one layer's activations and gradients.
+    one_pass = labels(ONE_PASS)
+    method = st.selectbox(
+        "Method",
+        list(one_pass),
+        format_func=one_pass.get,
+        key="depth_method",
+        help="The one-pass CAMs (every block in one forward and backward pass): "
+        + "; ".join(f"{label}: {METHODS[name].reference}" for name, label in one_pass.items()),
+    )
     colormap = st.selectbox("Colormap", list(COLORMAPS), key="depth_colormap")
     opacity = st.slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key="depth_opacity")
     target_mode = st.radio("Explain", ["predicted class", "first class", "second class"], key="depth_target")
