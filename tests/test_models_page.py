@@ -158,3 +158,16 @@ def test_a_broken_upload_is_refused_in_one_line(user_dir):
 
 def test_model_page_is_in_the_navigation():
     assert "pages/5_Models.py" in (ROOT / "app.py").read_text()
+
+
+def test_upload_limits_500_mb_for_models_50_for_photos(user_dir, trained):
+    import tomllib
+
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["maxUploadSize"] == 500
+    adopt(trained[0], to=user_dir)
+    models = run()
+    assert models.get("file_uploader")[0].proto.max_upload_size_mb == 500
+    inspect = AppTest.from_file(str(ROOT / "pages" / "1_Inspect.py"), default_timeout=300).run()
+    photos = [u.proto for u in inspect.get("file_uploader") if u.proto.id.endswith("inspect_upload")]
+    assert photos and photos[0].max_upload_size_mb == 50
