@@ -472,29 +472,35 @@ def combine(histories: list[History], name: str) -> History:
     return History(name, epochs, metrics, warnings, histories[0].x_label)
 
 
-def pair_event_uploads(histories: list[tuple[str, History]]) -> list[History]:
+def pair_event_uploads(histories: list[tuple[str, History]], suffix: str = "") -> list[History]:
     """Return uploaded event-file histories with each run's train and validation halves joined.
 
     Files of one run (same host and process in the name) whose metrics do not overlap are
-    joined, in name (time) order; the rest stay runs of their own.
+    joined, in name (time) order; the rest stay runs of their own. A joined run is named
+    "TensorBoard HOST.PID" and ``suffix``; a file left alone keeps its history's name.
     """
-    groups: dict[str, list[tuple[str, History]]] = {}
+    groups: dict[str, list[History]] = {}
     for filename, history in sorted(histories, key=lambda item: item[0]):
         match = re.search(r"tfevents\.\d+\.(.+?)(?:\.\d+\.v2)?$", filename)
-        groups.setdefault(match.group(1) if match else filename, []).append((filename, history))
+        groups.setdefault(match.group(1) if match else filename, []).append(history)
     out: list[History] = []
-    for members in groups.values():
-        pending: list[list[History]] = []
-        for _, history in members:
-            for bucket in pending:
+    for key, members in groups.items():
+        buckets: list[list[History]] = []
+        for history in members:
+            for bucket in buckets:
                 taken = set().union(*(h.metrics for h in bucket))
                 if not taken & set(history.metrics) and bucket[0].x_label == history.x_label:
                     bucket.append(history)
                     break
             else:
-                pending.append([history])
-        for bucket in pending:
-            out.append(bucket[0] if len(bucket) == 1 else combine(bucket, bucket[0].name))
+                buckets.append([history])
+        joined = [b for b in buckets if len(b) > 1]
+        for bucket in buckets:
+            if len(bucket) == 1:
+                out.append(bucket[0])
+                continue
+            number = f" #{joined.index(bucket) + 1}" if len(joined) > 1 else ""
+            out.append(combine(bucket, f"TensorBoard {key}{number}{suffix}"))
     return out
 
 

@@ -78,7 +78,7 @@ for upload in uploads or []:
         event_uploads.append((upload.name, history))
     else:
         runs[name] = (history, {})
-for history in pair_event_uploads(event_uploads):
+for history in pair_event_uploads(event_uploads, " (uploaded)"):
     runs[history.name] = (history, {})
 for message in problems:
     st.error(message)
@@ -86,7 +86,19 @@ if not runs:
     st.info("No training histories yet: the shipped models' cards point to theirs, or upload one.")
     st.stop()
 
-chosen = st.multiselect("Runs", list(runs), default=list(runs), key="curves_runs")
+# A keyed multiselect keeps its choice when its options change: select runs that just arrived
+# (an upload) and drop runs that went, without touching what the user chose for the others.
+known = st.session_state.get("curves_known")
+if known is not None and "curves_runs" in st.session_state:
+    kept = [n for n in st.session_state["curves_runs"] if n in runs]
+    st.session_state["curves_runs"] = kept + [n for n in runs if n not in known and n not in kept]
+st.session_state["curves_known"] = list(runs)
+chosen = st.multiselect(
+    "Runs",
+    list(runs),
+    default=None if "curves_runs" in st.session_state else list(runs),
+    key="curves_runs",
+)
 histories = {name: runs[name][0] for name in chosen}
 for name, history in histories.items():
     for warning in history.warnings:
@@ -183,7 +195,7 @@ if with_lr:
     every = np.concatenate([h.metrics[LEARNING_RATE] for h in with_lr.values()])
     every = every[np.isfinite(every)]
     if every.size and (every > 0).all() and every.max() >= 10 * every.min():
-        rates.update_yaxes(type="log")  # decays over decades read best on a log axis
+        rates.update_yaxes(type="log", dtick=1)  # decays over decades read best on a log axis
     rates.update_xaxes(title_text=x_label)
     rates.update_yaxes(title_text="learning rate", exponentformat="e")
     rates.update_layout(height=300, legend={"orientation": "h", "y": -0.3}, margin={"t": 20})

@@ -216,7 +216,8 @@ def test_uploaded_event_files_pair_into_one_run(tmp_path):
         frozenset({"loss", "accuracy", "learning_rate"}),
         frozenset({"val_loss", "val_accuracy"}),
     }
-    (run,) = pair_event_uploads(uploads)
+    (run,) = pair_event_uploads(uploads, " (uploaded)")
+    assert run.name.startswith("TensorBoard ") and run.name.endswith(" (uploaded)")
     assert set(run.metrics) == {"loss", "accuracy", "learning_rate", "val_loss", "val_accuracy"}
     np.testing.assert_allclose(run.metrics["val_accuracy"], [0.45, 0.55, 0.65], rtol=1e-6)
 

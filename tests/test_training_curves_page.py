@@ -100,3 +100,24 @@ def test_gaps_are_warned_about(tmp_path, monkeypatch):
     at.run()
     assert not at.exception, [e.message for e in at.exception]
     assert any("gappy" in w.value and "different lengths" in w.value for w in at.warning)
+
+
+def test_uploads_event_files_and_a_printed_log_are_new_selected_runs(lr_models, tmp_path):
+    from tests.test_history import KERAS3_LOG, write_keras_logs
+
+    logs = write_keras_logs(tmp_path / "logs")
+    at = AppTest.from_file(PAGE, default_timeout=300)
+    at.session_state["curves_runs"] = ["lr_run"]
+    at.run()
+    files = [(p.name, p.read_bytes(), "application/octet-stream") for p in logs.glob("*/*tfevents*")]
+    files += [("notebook.txt", KERAS3_LOG.encode(), "text/plain"), ("model.h5", b"\x89HDF", "")]
+    at.file_uploader(key="curves_upload").set_value(files).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert [e.value for e in at.error] == [
+        "model.h5: not a history file (expected .csv, .json, .txt, .log or events.out.tfevents.*)"
+    ]
+    chosen = at.multiselect(key="curves_runs").value
+    assert chosen[0] == "lr_run" and "notebook.txt (uploaded)" in chosen, chosen
+    (tensorboard,) = [n for n in chosen if n.startswith("TensorBoard ")]
+    row = at.dataframe[0].value.set_index("run").loc[tensorboard]
+    assert row["epochs"] == 3 and row["max val accuracy"] == "0.6500 (epoch 3)"
