@@ -49,6 +49,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-features", action="store_true", help="skip the penultimate features and the channel atlas"
     )
+    p.add_argument(
+        "--atlas-photos",
+        type=int,
+        default=300,
+        help="the channel atlas's forward pass on the first N photos (0: all)",
+    )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--compact-only", action="store_true", help="only rewrite the study files from the parts")
     return p
@@ -79,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         labelled_class=args.labelled_class,
         deletion=args.deletion,
         features=not args.no_features,
+        atlas_photos=args.atlas_photos or None,
         batch_size=args.batch_size,
     )
     try:

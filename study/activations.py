@@ -1,12 +1,18 @@
-"""One compiled forward pass per batch for what the maps do not give: the penultimate features
-(the input of the classifier's last layer) and, at each stage end, every channel's strongest
-response and where it is (the channel atlas is built from these)."""
+"""What the maps do not give: the penultimate features (the input of the classifier's last
+layer) and, at each stage end, every channel's strongest response and where it is (the
+channel atlas is built from these).
+
+Where the head is a global average pooling of the last block (ResNets, most CNNs), the
+features are that pooling of the last block's activations, which the engine's pass already
+returns (``keep=``): no second pass. Otherwise, and for the atlas, one compiled forward pass.
+"""
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -23,6 +29,34 @@ class Responses:
     where: dict[str, np.ndarray]  # layer path -> (N, channels) flat index (row * w + col) of it
 
 
+#: Layers between the last block and the head that keep "global average of the last block".
+_PASS_THROUGH = (keras.layers.Dropout, keras.layers.SpatialDropout2D, keras.layers.InputLayer)
+
+
+def _layer_at(model: keras.Model, path: str) -> keras.layers.Layer:
+    layer = model
+    for name in path.split("/"):
+        layer = layer.get_layer(name)
+    return layer
+
+
+def pooled_head(explainer: Explainer) -> bool:
+    """True when the head's input is exactly the global average of the last block's output
+    (only a GlobalAveragePooling2D and dropouts between them)."""
+    leaves = explainer.layers.leaves
+    last, head = explainer.layers.last.path, explainer.head.path
+    if last not in leaves or head not in leaves:
+        return False
+    between = [_layer_at(explainer.model, p) for p in leaves[leaves.index(last) + 1 : leaves.index(head)]]
+    pools = [layer for layer in between if isinstance(layer, keras.layers.GlobalAveragePooling2D)]
+    others = [
+        layer
+        for layer in between
+        if not isinstance(layer, (keras.layers.GlobalAveragePooling2D, *_PASS_THROUGH))
+    ]
+    return len(pools) == 1 and not others and not pools[0].keepdims
+
+
 class ActivationProbe:
     """The stage ends and the penultimate layer of one explainer's model, compiled once."""
 
@@ -30,6 +64,7 @@ class ActivationProbe:
         self.explainer = explainer
         self.layers = [info.path for info in explainer.layers.stage_ends()]
         self.shapes = {path: explainer.layers[path].shape for path in self.layers}
+        self.pooled = pooled_head(explainer)
         self._fn = None
         self._lock = threading.Lock()
 

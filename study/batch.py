@@ -39,6 +39,7 @@ class StudyOptions:
     deletion: bool = False  # deletion and insertion areas of every map (many forward passes)
     deletion_steps: int = 10
     features: bool = True  # penultimate features and stage-end responses (embedding, atlas)
+    atlas_photos: int | None = None  # the atlas's forward pass on the first N photos only
 
 
 @dataclass
@@ -78,6 +79,7 @@ class BatchOutput:
     where: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     grids: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)  # layer (h, w)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (photo, why)
+    atlas_photos: list[str] = field(default_factory=list)  # the photos ``maxima`` rows are of
 
     def add(self, row: dict) -> None:
         for key, value in row.items():
@@ -107,7 +109,8 @@ def _one_model(model, items, decoded, labels, options, out: BatchOutput) -> None
     explainer = model.explainer
     batch = explainer.prepare([rgb for rgb, _ in decoded])
     blocks = model.blocks
-    result = explainer.explain(batch, blocks, None, options.methods)
+    keep = blocks[-1] if options.features and model.probe.pooled else None
+    result = explainer.explain(batch, blocks, None, options.methods, keep=keep)
     probabilities = result.probabilities
     predicted = result.predicted
     runs = [("predicted", result, np.arange(len(items)))]
@@ -183,12 +186,23 @@ def _one_model(model, items, decoded, labels, options, out: BatchOutput) -> None
                             row["deletion_auc"] = curves.deletion_auc
                             row["insertion_auc"] = curves.insertion_auc
                     out.add(row)
-    if options.features:
-        responses = model.probe(batch)
-        out.features[model.name] = responses.features.astype(np.float16)
+    if not options.features:
+        return
+    if keep is not None:
+        # The head's input is the mean of the last block over its grid: no second pass.
+        features = result.kept_activations.mean(axis=(1, 2))
+    atlas = np.array([options.atlas_photos is None or item.position < options.atlas_photos for item in items])
+    if keep is None or atlas.any():
+        chosen = np.arange(len(items)) if keep is None else np.flatnonzero(atlas)
+        responses = model.probe(batch[chosen])
+        if keep is None:
+            features = responses.features
         # float16 holds the responses compactly; clip so a huge activation stays finite.
         out.maxima[model.name] = {
-            p: np.clip(m, -65000, 65000).astype(np.float16) for p, m in responses.maxima.items()
+            p: np.clip(m[atlas[chosen]], -65000, 65000).astype(np.float16)
+            for p, m in responses.maxima.items()
         }
-        out.where[model.name] = {p: w.astype(np.uint16) for p, w in responses.where.items()}
-        out.grids[model.name] = {p: tuple(model.probe.shapes[p][:2]) for p in responses.maxima}
+        out.where[model.name] = {p: w[atlas[chosen]].astype(np.uint16) for p, w in responses.where.items()}
+        out.atlas_photos = [items[i].photo for i in np.flatnonzero(atlas)]
+    out.features[model.name] = features.astype(np.float16)
+    out.grids[model.name] = {p: tuple(model.probe.shapes[p][:2]) for p in model.probe.layers}

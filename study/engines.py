@@ -31,6 +31,26 @@ def limit_threads(threads: int | None) -> None:
         pass  # TensorFlow already started in this process: keep its pool
 
 
+def runtime_env() -> dict:
+    """Return the environment Ray actors start in: this checkout importable, TensorFlow quiet."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    return {"env_vars": {"PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "2"}}
+
+
+def start_local_ray(cpus: int) -> None:
+    """Start Ray on this machine only: loopback, no dashboard, ``cpus`` CPUs."""
+    import ray
+
+    ray.init(
+        num_cpus=cpus,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        runtime_env=runtime_env(),
+        log_to_driver=False,
+        configure_logging=False,
+    )
+
+
 class LocalEngine:
     """Runs every batch in this process, the models loaded once."""
 
@@ -88,24 +108,11 @@ class RayEngine:
 
         self._ray = ray
         self._started_here = False
-        runtime_env = {
-            "env_vars": {
-                "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
-                "TF_CPP_MIN_LOG_LEVEL": "2",
-            }
-        }
         if not ray.is_initialized():
             if address:
-                ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+                ray.init(address=address, runtime_env=runtime_env(), log_to_driver=False)
             else:
-                ray.init(
-                    num_cpus=workers or os.cpu_count() or 1,
-                    include_dashboard=False,
-                    _node_ip_address="127.0.0.1",
-                    runtime_env=runtime_env,
-                    log_to_driver=False,
-                    configure_logging=False,
-                )
+                start_local_ray(workers or os.cpu_count() or 1)
             self._started_here = True
         if workers is None:
             workers = max(1, int(ray.cluster_resources().get("CPU", 1)))

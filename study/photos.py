@@ -26,6 +26,7 @@ class PhotoItem:
     label: int
     data: bytes
     mask: bytes | None = None
+    position: int = 0  # place in the study's order (the atlas uses the first photos)
 
 
 def photo_ids(files: LabelledFiles, root: str | Path) -> list[str]:
@@ -38,14 +39,18 @@ def photo_ids(files: LabelledFiles, root: str | Path) -> list[str]:
     return out
 
 
-def read_items(files: LabelledFiles, ids: list[str], index: list[int]) -> list[PhotoItem]:
+def read_items(
+    files: LabelledFiles, ids: list[str], index: list[int], positions: list[int] | None = None
+) -> list[PhotoItem]:
     """Return the photos at ``index`` of ``files`` with their bytes (and their trimaps' bytes)."""
     items = []
-    for i in index:
+    positions = positions if positions is not None else list(range(len(index)))
+    for i, position in zip(index, positions):
         mask = None
         if files.masks is not None and files.masks[i]:
             mask = Path(files.masks[i]).read_bytes()
-        items.append(PhotoItem(ids[i], int(files.labels[i]), Path(files.paths[i]).read_bytes(), mask))
+        data = Path(files.paths[i]).read_bytes()
+        items.append(PhotoItem(ids[i], int(files.labels[i]), data, mask, position))
     return items
 
 

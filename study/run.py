@@ -33,7 +33,7 @@ from study.summary import summarise
 #: Components of the penultimate features kept per photo (float16).
 FEATURE_COMPONENTS = 64
 #: What must match for a run to resume another in the same folder.
-RESUME_KEYS = ("models", "data", "methods", "labelled_class", "deletion", "masks", "features")
+RESUME_KEYS = ("models", "data", "methods", "labelled_class", "deletion", "masks", "features", "atlas_photos")
 
 
 @dataclass
@@ -53,6 +53,7 @@ class StudyConfig:
     labelled_class: bool = False
     deletion: bool = False
     features: bool = True
+    atlas_photos: int | None = 300
     batch_size: int = 8
 
     def options(self) -> StudyOptions:
@@ -61,6 +62,7 @@ class StudyConfig:
             labelled_class=self.labelled_class,
             deletion=self.deletion,
             features=self.features,
+            atlas_photos=self.atlas_photos,
         )
 
 
@@ -126,6 +128,7 @@ def settings_of(config: StudyConfig, paths: dict[str, str], files: LabelledFiles
         "deletion": config.deletion,
         "masks": files.masks is not None,
         "features": config.features,
+        "atlas_photos": config.atlas_photos,
         "class_names": list(files.class_names),
         "photos_in_folder": len(files),
     }
@@ -144,9 +147,12 @@ def check_resume(out: Path, settings: dict) -> None:
         )
 
 
-def batches(files: LabelledFiles, ids: list[str], todo: list[int], size: int) -> Iterator[list[PhotoItem]]:
+def batches(
+    files: LabelledFiles, ids: list[str], todo: list[int], positions: list[int], size: int
+) -> Iterator[list[PhotoItem]]:
+    """Yield the photos to do, ``size`` at a time, read on demand."""
     for start in range(0, len(todo), size):
-        yield read_items(files, ids, todo[start : start + size])
+        yield read_items(files, ids, todo[start : start + size], positions[start : start + size])
 
 
 def run_study(
@@ -165,7 +171,8 @@ def run_study(
     check_resume(out, settings)
     write_json(out / "run.json", settings)
     done = done_photos(out)
-    todo = [i for i in order if ids[i] not in done]
+    todo = [(position, i) for position, i in enumerate(order) if ids[i] not in done]
+    positions, todo = [p for p, _ in todo], [i for _, i in todo]
     if todo:
         engine = make_engine(
             config.engine, paths, config.options(), config.workers, config.address, config.threads
@@ -173,7 +180,7 @@ def run_study(
         progress = Progress(len(todo), report, already=len(order) - len(todo))
         number = next_part_number(out)
         try:
-            for output in engine.map(batches(files, ids, todo, config.batch_size)):
+            for output in engine.map(batches(files, ids, todo, positions, config.batch_size)):
                 write_part(out, number, output)
                 number += 1
                 for photo, why in output.skipped:
@@ -253,7 +260,7 @@ def write_atlas(out: Path, table: pd.DataFrame, arrays: dict[str, dict], channel
     for model, entry in arrays.items():
         for layer, maxima in entry["maxima"].items():
             frame = channel_atlas(
-                entry["photos"], maxima, entry["where"][layer], entry["grid"][layer], channels, patches
+                entry["atlas_photos"], maxima, entry["where"][layer], entry["grid"][layer], channels, patches
             )
             frame.insert(0, "layer", layer)
             frame.insert(0, "model", model)

@@ -82,13 +82,15 @@ def write_part(out: str | Path, number: int, batch: BatchOutput) -> None:
     arrays: dict[str, np.ndarray] = {
         "photos": np.array(batch.photos, dtype=str),
         "skipped": np.array([p for p, _ in batch.skipped], dtype=str),
+        "atlas_photos": np.array(batch.atlas_photos, dtype=str),
     }
     for model, features in batch.features.items():
         arrays[f"{model}|features"] = features
-        for layer, values in batch.maxima[model].items():
+        for layer, grid in batch.grids[model].items():
+            arrays[f"{model}|grid|{layer}"] = np.array(grid, dtype=np.int32)
+        for layer, values in batch.maxima.get(model, {}).items():
             arrays[f"{model}|maxima|{layer}"] = values
             arrays[f"{model}|where|{layer}"] = batch.where[model][layer]
-            arrays[f"{model}|grid|{layer}"] = np.array(batch.grids[model][layer], dtype=np.int32)
 
     def save(path: Path) -> None:
         with open(path, "wb") as handle:  # a handle: savez would append ".npz" to a name
@@ -131,29 +133,40 @@ def read_parts(out: str | Path) -> pd.DataFrame:
 
 
 def read_arrays(out: str | Path) -> dict[str, dict]:
-    """Return per model: photos, features (N, D) and per layer maxima / where (N, C)."""
+    """Return per model: photos and features (N, D); atlas_photos and per layer maxima and
+    where (M, C) for the photos the atlas pass saw; each sorted by photo."""
     per_model: dict[str, dict] = {}
     for part in finished_parts(out):
         with np.load(part.with_suffix(".npz"), allow_pickle=False) as arrays:
             photos = arrays["photos"].tolist()
-            for key in arrays.files:
-                if "|" not in key:
-                    continue
-                model, kind, *layer = key.split("|")
+            atlas_photos = arrays["atlas_photos"].tolist()
+            models = sorted({key.split("|")[0] for key in arrays.files if "|" in key})
+            for model in models:
                 entry = per_model.setdefault(
-                    model, {"photos": [], "features": [], "maxima": {}, "where": {}, "grid": {}}
+                    model,
+                    {"photos": [], "features": [], "atlas_photos": [], "maxima": {}, "where": {}, "grid": {}},
                 )
-                if kind == "grid":
-                    entry["grid"][layer[0]] = tuple(int(v) for v in arrays[key])
-                elif kind == "features":
-                    entry["photos"].extend(photos)
-                    entry["features"].append(arrays[key])
-                else:
-                    entry[kind].setdefault(layer[0], []).append(arrays[key])
+                entry["photos"].extend(photos)
+                entry["features"].append(arrays[f"{model}|features"])
+                has_atlas = False
+                for key in arrays.files:
+                    name, _, rest = key.partition("|")
+                    kind, _, layer = rest.partition("|")
+                    if name != model:
+                        continue
+                    if kind == "grid":
+                        entry["grid"][layer] = tuple(int(v) for v in arrays[key])
+                    elif kind in ("maxima", "where"):
+                        entry[kind].setdefault(layer, []).append(arrays[key])
+                        has_atlas = True
+                if has_atlas:
+                    entry["atlas_photos"].extend(atlas_photos)
     for entry in per_model.values():
         order = np.argsort(np.array(entry["photos"], dtype=str), kind="stable")
         entry["photos"] = [entry["photos"][i] for i in order]
         entry["features"] = np.concatenate(entry["features"])[order]
+        order = np.argsort(np.array(entry["atlas_photos"], dtype=str), kind="stable")
+        entry["atlas_photos"] = [entry["atlas_photos"][i] for i in order]
         for kind in ("maxima", "where"):
             entry[kind] = {layer: np.concatenate(v)[order] for layer, v in entry[kind].items()}
     return per_model

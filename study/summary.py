@@ -92,6 +92,9 @@ def summarise(table: pd.DataFrame, seed: int = 0, resamples: int = 1000) -> dict
                     for split, selected in chosen.items():
                         if not selected.any():
                             continue
+                        n = int(np.isfinite(column[selected]).sum())
+                        if not n:
+                            continue  # e.g. energy where every map of the group is zero
                         mean, low, high = bootstrap_interval(column[selected], rng, resamples)
                         record = {
                             "model": model,
@@ -104,7 +107,7 @@ def summarise(table: pd.DataFrame, seed: int = 0, resamples: int = 1000) -> dict
                             "mean": mean,
                             "low": low,
                             "high": high,
-                            "n": int(np.isfinite(column[selected]).sum()),
+                            "n": n,
                         }
                         if has_masks and metric in AGAINST_CHANCE:
                             record["chance"] = float(np.nanmean(chance.to_numpy()[selected]))
