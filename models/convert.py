@@ -164,19 +164,27 @@ def _cached(cache: Path, digest: str) -> Conversion | None:
 
 
 def _convert_zip(path: Path, cache: Path) -> Conversion:
+    from models.model_files import sniff
     from models.untrusted_zip import UnsafeArchive, unpack_model_zip
 
     digest = sha256_of([path])
     hit = _cached(cache, digest)
     if hit is not None:
         return hit
-    folder = cache / "unpacked" / digest
+    (cache / "unpacked").mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(dir=cache / "unpacked"))  # ours alone, even with two uploads at once
     try:
-        unpacked = unpack_model_zip(path, folder)
-    except UnsafeArchive as err:
-        raise _error(str(err)) from None
-    try:
-        conversion = _convert(unpacked.model, unpacked.weights, digest, cache, what=path.name)
+        try:
+            unpacked = unpack_model_zip(path, folder)
+        except UnsafeArchive as err:
+            raise _error(str(err)) from None
+        if unpacked.kind == "hdf5" and sniff(unpacked.model) == "zip":
+            # A Keras 3 .keras inside the zip: nothing to convert; Keras loads it in safe mode.
+            target = cache / f"{digest}.keras"
+            os.replace(unpacked.model, target)
+            conversion = Conversion(target, "Keras 3", "Keras 3", digest, [])
+        else:
+            conversion = _convert(unpacked.model, unpacked.weights, digest, cache, what=path.name)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     conversion.source_format += " in a zip"

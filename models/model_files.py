@@ -249,6 +249,12 @@ def check_hdf5_contents(h5, what: str) -> None:
         if isinstance(link, h5py.SoftLink):
             return
         obj = h5[name]
+        for attr in obj.attrs:
+            if _attr_bytes(obj.attrs, attr) > MAX_CONFIG_BYTES:
+                problems.append(
+                    f"has an attribute over {MAX_CONFIG_BYTES // 2**20} MB ({name[:40]}/{attr[:20]})"
+                )
+                return
         if not isinstance(obj, h5py.Dataset):
             return
         if obj.dtype.kind not in "fiub":
@@ -283,11 +289,17 @@ def check_hdf5_contents(h5, what: str) -> None:
         raise _error(f"{what}: refused: the HDF5 file {problems[0]}")
 
 
+def _attr_bytes(attrs, name: str) -> int:
+    try:
+        return attrs.get_id(name).get_storage_size()
+    except RuntimeError:  # HDF5 reports an empty attribute (a layer without weights) as an error
+        return 0
+
+
 def _attr_text(h5, name: str, what: str) -> str | None:
     if name not in h5.attrs:
         return None
-    attr_id = h5.attrs.get_id(name)
-    if attr_id.get_storage_size() > MAX_CONFIG_BYTES:
+    if _attr_bytes(h5.attrs, name) > MAX_CONFIG_BYTES:
         raise _error(f"{what}: its {name} attribute is over {MAX_CONFIG_BYTES // 2**20} MB; refused")
     value = h5.attrs[name]
     if hasattr(value, "tolist"):

@@ -96,7 +96,7 @@ def _plan(members: list[zipfile.ZipInfo], name: str) -> tuple[str, dict[str, zip
 
 
 def unpack_model_zip(archive_path: str | Path, dest: str | Path) -> Unpacked:
-    """Unpack the model inside a zip into ``dest`` (emptied first); return what is where.
+    """Unpack the model inside a zip into ``dest`` (new or empty); return what is where.
 
     Raises
     ------
@@ -113,9 +113,9 @@ def unpack_model_zip(archive_path: str | Path, dest: str | Path) -> Unpacked:
     with archive:
         members = _check_members(archive, name)
         kind, plan = _plan(members, name)
-        if dest.exists():
-            shutil.rmtree(dest)
-        dest.mkdir(parents=True)
+        if dest.exists() and any(dest.iterdir()):
+            raise UnsafeArchive(f"{name}: internal: the folder to unpack into is not empty")
+        dest.mkdir(parents=True, exist_ok=True)
         budget = MAX_UNPACKED_BYTES
         try:
             for ours, member in plan.items():

@@ -93,7 +93,21 @@ def nested_backbone(tfk):
     return tfk.Sequential([tfk.Input((24, 24, 3)), features, head])
 
 
-BUILDERS = {"sigmoid_head": sequential_sigmoid_head, "grey_28": grey_ten_classes, "nested": nested_backbone}
+def built_later(tfk):
+    """A Sequential given no input shape and built afterwards (its config has build_input_shape)."""
+    model = tfk.Sequential(
+        [tfk.layers.Conv2D(3, 3, activation="relu"), tfk.layers.GlobalMaxPooling2D(), tfk.layers.Dense(3)]
+    )
+    model.build((None, 16, 16, 3))
+    return model
+
+
+BUILDERS = {
+    "sigmoid_head": sequential_sigmoid_head,
+    "grey_28": grey_ten_classes,
+    "nested": nested_backbone,
+    "built_later": built_later,
+}
 
 
 @pytest.fixture(scope="session")
@@ -168,6 +182,24 @@ def test_hdf5_under_a_keras_name_loads_through_the_registry(legacy, tmp_path, mo
     assert convert_to_keras3(disguised).keras_path == first.keras_path
 
 
+def test_keras_2_functional_spelled_model(legacy, tmp_path):
+    """Keras up to 2.3 called a functional model "Model" in its config."""
+    import h5py
+
+    case = legacy["grey_28"]
+    old = tmp_path / "old.h5"
+    shutil.copyfile(case["files"]["h5"], old)
+    with h5py.File(old, "r+") as h5:
+        config = json.loads(h5.attrs["model_config"])
+        assert config["class_name"] == "Functional"
+        config["class_name"] = "Model"
+        h5.attrs["model_config"] = json.dumps(config)
+        h5.attrs["keras_version"] = "2.2.4"
+    conversion = convert_to_keras3(old, cache_dir=tmp_path)
+    assert conversion.saved_by == "Keras 2.2.4"
+    assert_same(conversion, case)
+
+
 def test_savedmodel_converts_without_calling_its_functions(legacy, tmp_path):
     case = legacy["sigmoid_head"]
     conversion = convert_to_keras3(case["files"]["savedmodel"], cache_dir=tmp_path)
@@ -212,6 +244,15 @@ def test_zips_of_a_savedmodel_and_of_json_with_weights(legacy, tmp_path):
         zf.write(case["files"]["json"], "arch.json")
         zf.write(case["files"]["weights"], "weights/w.h5")
     assert_same(convert_to_keras3(pair, cache_dir=tmp_path / "cache"), case)
+    import keras
+
+    keras3_zip = tmp_path / "k3.zip"
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inputs)))
+    model.save(tmp_path / "k3.keras")
+    with zipfile.ZipFile(keras3_zip, "w") as zf:
+        zf.write(tmp_path / "k3.keras", "k3.keras")
+    assert convert_to_keras3(keras3_zip, cache_dir=tmp_path / "cache").source_format == "Keras 3 in a zip"
     # Unpacked copies do not outlive the conversion.
     assert not any((tmp_path / "cache" / "unpacked").glob("*/*"))
 
