@@ -266,3 +266,25 @@ def test_the_command_line_says_why_it_cannot_run(pets, tmp_path, capsys):
     assert "no model called 'no_such_model'" in capsys.readouterr().err
     assert main(["--data", str(tmp_path), "--out", str(tmp_path), "--methods", "nope"]) == 2
     assert "unknown method 'nope'" in capsys.readouterr().err
+
+
+def test_study_page_shows_curves_gallery_embedding_and_atlas(full_run):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import ROOT
+
+    out, _ = full_run
+    at = AppTest.from_file(str(ROOT / "pages/6_Study.py"), default_timeout=120)
+    at.session_state["study_new_folder"] = str(out)
+    at.session_state["study_folder"] = str(out)
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    headers = [s.value for s in at.subheader]
+    assert headers[:2] == ["By depth", "Best and worst localised photos at one block"], headers
+    assert {"Penultimate features", "Channel atlas"} <= set(headers)
+    buttons = [b for b in at.button if b.label == "Open in Inspect"]
+    assert len(buttons) == 8  # 4 best and 4 worst
+    assert len(at.get("imgs")) >= 8 or len(at.get("image")) >= 8
+    at.radio(key="study_split").set_value("right vs wrong").run()
+    at.selectbox(key="study_metric").set_value("energy").run()
+    assert not at.exception, [e.message for e in at.exception]
