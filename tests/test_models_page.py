@@ -171,3 +171,30 @@ def test_upload_limits_500_mb_for_models_50_for_photos(user_dir, trained):
     inspect = AppTest.from_file(str(ROOT / "pages" / "1_Inspect.py"), default_timeout=300).run()
     photos = [u.proto for u in inspect.get("file_uploader") if u.proto.id.endswith("inspect_upload")]
     assert photos and photos[0].max_upload_size_mb == 50
+
+
+def test_json_with_weights_and_savedmodel_zip_uploads(user_dir, tmp_path):
+    tf_keras = pytest.importorskip("tf_keras")
+    import shutil
+
+    from ui.model_uploads import Upload, add_upload
+
+    legacy = tf_keras.Sequential(
+        [
+            tf_keras.layers.InputLayer(input_shape=(SIZE, SIZE, 3)),
+            tf_keras.layers.Conv2D(4, 3, activation="relu"),
+            tf_keras.layers.GlobalAveragePooling2D(),
+            tf_keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    arch = Upload("arch.json", legacy.to_json().encode())
+    legacy.save_weights(tmp_path / "w.h5")
+    adopted = add_upload(arch, Upload("w.h5", (tmp_path / "w.h5").read_bytes()))
+    assert adopted.name == "arch" and adopted.card.converted_from["file"] == "arch.json + w.h5"
+    assert adopted.found.output == "3 classes (softmax)"
+
+    legacy.save(tmp_path / "saved", save_format="tf")
+    zipped = shutil.make_archive(str(tmp_path / "saved_model"), "zip", tmp_path / "saved")
+    adopted = add_upload(Upload("saved_model.zip", Path(zipped).read_bytes()))
+    assert "SavedModel" in adopted.found.converted_from
+    assert sorted(p.name for p in user_dir.glob("*.keras")) == ["arch.keras", "saved_model.keras"]
