@@ -184,6 +184,8 @@ def parse_history(data: bytes, name: str, filename: str = "", role: str | None =
             # TensorBoard's reader opens files by path: the bytes go under a name we make.
             path = Path(folder) / "events.out.tfevents.upload"
             path.write_bytes(data)
+            if role is None and not Path(filename).name.startswith("events.out.tfevents."):
+                role = _role_of(re.split(r"[^a-z]+", Path(filename).name.lower()))  # val.tfevents
             return _history_from_events(name, [(path, role)])
     try:
         text = data.decode("utf-8-sig")
@@ -482,7 +484,8 @@ def pair_event_uploads(histories: list[tuple[str, History]], suffix: str = "") -
     groups: dict[str, list[History]] = {}
     for filename, history in sorted(histories, key=lambda item: item[0]):
         match = re.search(r"tfevents\.\d+\.(.+?)(?:\.\d+\.v2)?$", filename)
-        groups.setdefault(match.group(1) if match else filename, []).append(history)
+        # Renamed files (train.tfevents, validation.tfevents) may all belong together.
+        groups.setdefault(match.group(1) if match else "run", []).append(history)
     out: list[History] = []
     for key, members in groups.items():
         buckets: list[list[History]] = []

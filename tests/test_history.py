@@ -220,6 +220,13 @@ def test_uploaded_event_files_pair_into_one_run(tmp_path):
     assert run.name.startswith("TensorBoard ") and run.name.endswith(" (uploaded)")
     assert set(run.metrics) == {"loss", "accuracy", "learning_rate", "val_loss", "val_accuracy"}
     np.testing.assert_allclose(run.metrics["val_accuracy"], [0.45, 0.55, 0.65], rtol=1e-6)
+    # Renamed by the user, the files say by their names which is which.
+    renamed = [
+        (f"{p.parent.name}.tfevents", parse_history(p.read_bytes(), "x", f"{p.parent.name}.tfevents"))
+        for p in sorted(logs.glob("*/events.out.tfevents.*"))
+    ]
+    (run,) = pair_event_uploads(renamed)
+    assert run.name == "TensorBoard run" and "val_loss" in run.metrics
 
 
 def test_tf1_simple_value_events_and_steps(tmp_path):
