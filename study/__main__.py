@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from study.run import StudyConfig, StudyError, compact, run_study
 
+    if not args.data and not args.compact_only:
+        print("--data is needed (a labelled folder)", file=sys.stderr)
+        return 2
     if args.address and args.engine != "ray":
         print("--address needs --engine ray", file=sys.stderr)
         return 2

@@ -207,7 +207,7 @@ def compact(out: str | Path, atlas_channels: int = 8, atlas_patches: int = 6) ->
     if arrays:
         summary["embedding"] = write_embedding(out, table, arrays)
         summary["atlas"] = write_atlas(out, table, arrays, atlas_channels, atlas_patches)
-    write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary, compact=True)
     return summary
 
 

@@ -139,7 +139,7 @@ def read_arrays(out: str | Path) -> dict[str, dict]:
     for part in finished_parts(out):
         with np.load(part.with_suffix(".npz"), allow_pickle=False) as arrays:
             photos = arrays["photos"].tolist()
-            atlas_photos = arrays["atlas_photos"].tolist()
+            atlas_photos = arrays["atlas_photos"].tolist() if "atlas_photos" in arrays.files else photos
             models = sorted({key.split("|")[0] for key in arrays.files if "|" in key})
             for model in models:
                 entry = per_model.setdefault(
@@ -183,5 +183,7 @@ def write_table(out: str | Path, table: pd.DataFrame) -> Path:
     return path
 
 
-def write_json(path: Path, data: dict) -> None:
-    _atomic(path, lambda p: p.write_text(json.dumps(data, indent=1, allow_nan=True) + "\n"))
+def write_json(path: Path, data: dict, compact: bool = False) -> None:
+    """Write ``data`` as JSON (NaN as NaN, as Python and pandas read it); ``compact``: one line."""
+    text = json.dumps(data, separators=(",", ":")) if compact else json.dumps(data, indent=1)
+    _atomic(path, lambda p: p.write_text(text + "\n"))

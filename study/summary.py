@@ -104,13 +104,13 @@ def summarise(table: pd.DataFrame, seed: int = 0, resamples: int = 1000) -> dict
                             "by": by,
                             "group": group.item() if hasattr(group, "item") else group,
                             "split": split,
-                            "mean": mean,
-                            "low": low,
-                            "high": high,
+                            "mean": round(mean, 5),
+                            "low": round(low, 5),
+                            "high": round(high, 5),
                             "n": n,
                         }
                         if has_masks and metric in AGAINST_CHANCE:
-                            record["chance"] = float(np.nanmean(chance.to_numpy()[selected]))
+                            record["chance"] = round(float(np.nanmean(chance.to_numpy()[selected])), 5)
                         curves.append(record)
     stages = {}
     for model, part in table.groupby("model"):
