@@ -65,26 +65,38 @@ def eigen_cam(activations: tf.Tensor, gradients: tf.Tensor | None = None, steps:
     component, then ReLU. No gradient (``gradients`` is ignored).
 
     As pytorch-grad-cam: positions are the samples, channels the features, centred over
-    positions. The component comes from power iteration (two matrix-vector products per step,
-    instead of an SVD of a (h*w, channels) matrix per image and layer, which would cost as much
-    as the convolutions), started from the centred channel-sum map, which also fixes the
-    component's sign: the projection points the way the activations' sum does (an SVD's sign
-    is arbitrary).
+    positions. The component comes from power iteration on the smaller of the two Gram
+    matrices (channels x channels, or positions x positions for the deep, wide layers): one
+    matrix product per image and layer, then ``steps`` cheap products with a small matrix, where
+    a full SVD per image and layer would cost more than the convolutions. The iteration starts
+    from the centred channel-sum map, which also fixes the component's sign: the projection
+    points the way the activations' sum does (an SVD's sign is arbitrary).
     """
     del gradients
     a = tf.convert_to_tensor(activations, tf.float32)
-    n, h, w, c = tf.unstack(tf.shape(a))
+    _, h, w, c = a.shape
+    n = tf.shape(a)[0]
     x = tf.reshape(a, (n, h * w, c))
     x = x - tf.reduce_mean(x, axis=1, keepdims=True)  # (N, hw, c)
-    start = tf.reduce_sum(x, axis=2, keepdims=True)  # (N, hw, 1): the centred sum map
-    # + a constant direction, so a map whose centred sum is zero still has a start
-    v = tf.matmul(x, start, transpose_a=True) + 1e-6  # (N, c, 1)
-    for _ in range(steps):
-        v = tf.math.l2_normalize(v, axis=1)
-        v = tf.matmul(x, tf.matmul(x, v), transpose_a=True)  # (X^T X) v
-    v = tf.math.l2_normalize(v, axis=1)
-    projection = tf.matmul(x, v)[..., 0]  # (N, hw)
+    start = tf.reduce_sum(x, axis=2, keepdims=True) + 1e-6  # (N, hw, 1); + 1e-6: never all zero
+    if h * w <= c:
+        # left singular vector u of X from X X^T (hw x hw); the projection X v is sigma u
+        gram = tf.matmul(x, x, transpose_b=True)
+        u = _leading_eigenvector(gram, start, steps)
+        sigma = tf.sqrt(tf.maximum(tf.reduce_sum(u * tf.matmul(gram, u), axis=1, keepdims=True), 0.0))
+        projection = (u * sigma)[..., 0]
+    else:
+        gram = tf.matmul(x, x, transpose_a=True)  # (N, c, c)
+        v = _leading_eigenvector(gram, tf.matmul(x, start, transpose_a=True), steps)
+        projection = tf.matmul(x, v)[..., 0]
     return tf.nn.relu(tf.reshape(projection, (n, h, w)))
+
+
+def _leading_eigenvector(gram: tf.Tensor, start: tf.Tensor, steps: int) -> tf.Tensor:
+    v = start
+    for _ in range(steps):
+        v = tf.matmul(gram, tf.math.l2_normalize(v, axis=1))
+    return tf.math.l2_normalize(v, axis=1)
 
 
 #: The one-pass CAMs by name (see explain.methods for the full registry with labels and kinds).

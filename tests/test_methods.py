@@ -74,11 +74,13 @@ def numpy_eigen_cam(a: np.ndarray) -> np.ndarray:
     return np.maximum(projection, 0).reshape(h, w)
 
 
-def test_eigen_cam_matches_an_svd():
+@pytest.mark.parametrize("shape", [(5, 6, 8), (2, 3, 16)])  # more positions than channels, and fewer
+def test_eigen_cam_matches_an_svd(shape):
     rng = np.random.default_rng(0)
+    h, w, c = shape
     # activations with a dominant spatial pattern plus noise, two images
-    pattern = rng.normal(size=(2, 5, 6, 1))
-    a = (pattern * rng.normal(size=(2, 1, 1, 8)) + 0.1 * rng.normal(size=(2, 5, 6, 8))).astype(np.float32)
+    pattern = rng.normal(size=(2, h, w, 1))
+    a = (pattern * rng.normal(size=(2, 1, 1, c)) + 0.1 * rng.normal(size=(2, h, w, c))).astype(np.float32)
     ours = eigen_cam(a, None).numpy()
     for i in range(2):
         np.testing.assert_allclose(ours[i], numpy_eigen_cam(a[i]), rtol=1e-4, atol=1e-5)
