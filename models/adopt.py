@@ -50,7 +50,8 @@ class Found:
             f"parameters: {self.parameters:,}",
             f"input: {h}×{w}×{c}",
             f"output: {self.output}",
-            f"explainable layers: {self.explainable_layers} ({self.blocks} blocks; last {self.last_layer})",
+            f"explainable layers: {self.explainable_layers} ({self.blocks} block"
+            f"{'' if self.blocks == 1 else 's'}; last {self.last_layer})",
             f"from: {self.converted_from}",
             *(f"note: {n}" for n in self.notes),
         ]
