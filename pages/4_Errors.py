@@ -67,6 +67,13 @@ per_class = st.slider(
     "Photos per class (the first ones, in name order)", 10, 1000, 100, 10, key="errors_limit"
 )
 files = files.first_per_class(per_class)
+tta = st.toggle(
+    "Flip test-time augmentation",
+    value=False,
+    key="errors_tta",
+    help="Average the model's probabilities on each photo and on its mirror image (one batched "
+    "pass of twice the photos). Off: the model's own answer on the photo.",
+)
 
 bar = st.progress(0.0, text="Evaluating…")
 result, probs, paths, labels = cached_evaluation(
@@ -75,6 +82,7 @@ result, probs, paths, labels = cached_evaluation(
     entry.path,
     loaded.name,
     progress=lambda done, total: bar.progress(done / total, text=f"Evaluating… {done}/{total}"),
+    tta=tta,
 )
 bar.empty()
 names = explainer.class_names
@@ -83,6 +91,11 @@ c1.metric("Accuracy", f"{result.accuracy:.2%}")
 c2.metric("Loss", f"{result.loss:.4f}")
 c3.metric("ROC AUC", "–" if result.roc_auc is None else f"{result.roc_auc:.4f}")
 c4.metric("Photos", result.n)
+st.caption(
+    "With flip test-time augmentation: each photo's probabilities are the mean over it and its mirror."
+    if result.tta
+    else "Without test-time augmentation: one pass over each photo as it is."
+)
 st.session_state.setdefault("degenerate", {})[loaded.name] = result.warning
 if result.warning:
     st.warning(result.warning)
@@ -161,6 +174,7 @@ if st.toggle("Prepare downloads (ZIP of the gallery, HTML report)", key="errors_
         figures={
             "model": loaded.name,
             "photos": result.n,
+            "flip test-time augmentation": "yes" if result.tta else "no",
             "accuracy": f"{result.accuracy:.4f}",
             "loss": f"{result.loss:.4f}",
             "ROC AUC": result.roc_auc,
