@@ -1,13 +1,16 @@
-"""Inspect: prediction, Grad-CAM for either class at any layer, and feature maps."""
+"""Inspect: prediction, any method's map for either class at any layer with how it ranks for
+this model, every method side by side, feature maps, and whether the map can be trusted."""
 
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from explain.cams import METHOD_LABELS, SLOW_METHOD_LABELS
 from explain.feature_maps import channel_map, feature_grid, top_channels
+from explain.methods import METHODS, ONE_PASS, names
 from explain.overlay import COLORMAPS, colorize
 from explain.report import Section, html_report, zip_of_pngs
+from study.leaderboard import standing, standing_sentence
+from ui.method_compare import board_for, independent_of, method_map_of, photo_scores, random_logit_of
 from ui.render import layer_label, overlay_for, png_bytes
 from ui.state import (
     DEFAULT_MODEL,
@@ -17,7 +20,6 @@ from ui.state import (
     model_picker,
     photo_inputs,
     sanity_of,
-    score_cam_map,
     sidebar_models,
 )
 
@@ -27,8 +29,13 @@ st.title("Inspect")
 entries = sidebar_models()
 with st.sidebar:
     entry = model_picker("Model", entries, key="inspect_model", default=DEFAULT_MODEL)
-    labels = {**METHOD_LABELS, **SLOW_METHOD_LABELS}
-    method = st.selectbox("Method", list(labels), format_func=labels.get, key="inspect_method")
+    labels = {name: m.label for name, m in METHODS.items()}
+    method = st.selectbox(
+        "Method",
+        list(labels),
+        format_func=lambda n: labels[n] if METHODS[n].one_pass else f"{labels[n]} ({METHODS[n].cost})",
+        key="inspect_method",
+    )
     colormap = st.selectbox("Colormap", list(COLORMAPS), key="inspect_colormap")
     opacity = st.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="inspect_opacity")
 loaded = loaded_or_stop(entry)
@@ -101,17 +108,20 @@ with left:
     st.image(photo.rgb, caption=f"{photo.name} ({photo.rgb.shape[1]}×{photo.rgb.shape[0]})", width="stretch")
 
 # One cached pass for every layer in the list.
-in_pass = method if method in METHOD_LABELS else "gradcam"
+one_pass = METHODS[method].one_pass
+in_pass = method if one_pass else "gradcam"
 with st.spinner("Explaining…"):
     # The tap set is the whole list shown (blocks, or every layer): picking another layer from
     # it reuses the same compiled pass, and the cached result when the photo is the same.
     result = explain(loaded, photo, paths, target, (in_pass,), keep=layer)
-    if method in SLOW_METHOD_LABELS:
-        cam = score_cam_map(loaded, photo, layer, target)
-    else:
-        cam = result.cam(layer, 0, method)
+if one_pass:
+    cam = result.cam(layer, 0, method)
+else:
+    with st.spinner(f"{labels[method]}: {METHODS[method].cost}…"):
+        cam = method_map_of(loaded, photo, method, layer, target)
 picture, scaled = overlay_for(photo.rgb, cam, opacity, colormap)
-method_name = labels[method].split(" (")[0]
+method_name = labels[method]
+board = board_for(entry.path, loaded.name)
 with right:
     st.subheader(f"{method_name} for “{explainer.class_names[target]}”")
     st.image(
@@ -122,7 +132,23 @@ with right:
     st.caption(
         f"Map resolution {cam.shape[0]}×{cam.shape[1]} cells, shown at the photo's "
         f"{photo.rgb.shape[1]}×{photo.rgb.shape[0]} px."
+        + (
+            ""
+            if METHODS[method].uses_layer
+            else f" {method_name} has no layer: the map is of the input pixels."
+        )
     )
+    # How this method at this layer did on the model's leaderboard (study.leaderboard).
+    if board is not None:
+        sentence = standing_sentence(board, method, layer)
+        if sentence:
+            st.info(f"**Leaderboard**: {sentence} See the Leaderboard page for the whole board.")
+        else:
+            st.caption(
+                f"The leaderboard of {loaded.name} ({board.get('photos', 0)} photos) scores "
+                f"{', '.join(board.get('layers', []))}; pick one of those layers to see how "
+                f"{method_name} ranked."
+            )
 
 st.divider()
 st.subheader(f"Feature maps of {layer}")
@@ -153,6 +179,72 @@ with c2:
     )
 if not np.isfinite(activations).all():
     st.warning("This layer's activations hold NaN or infinite values.")
+
+st.divider()
+st.subheader(f"Every method at {layer}")
+st.caption(
+    "The one-pass CAMs come from one forward and backward pass; the slow methods on request. "
+    "Scores are for this photo and this class (deletion: lower is better; insertion, ROAD: higher; "
+    "drop: the confidence lost when the photo is seen only through the map)."
+)
+if st.toggle("Compare every method at this layer", key="inspect_compare"):
+    fast = tuple(names(ONE_PASS))
+    with st.spinner("One pass for every CAM…"):
+        every = explain(loaded, photo, paths, target, fast, keep=layer)
+    maps = {m: every.cam(layer, 0, m) for m in fast}
+    others = [m for m in METHODS if m not in fast]
+    if st.toggle(
+        "Add the slow methods: " + ", ".join(f"{labels[m]} ({METHODS[m].cost})" for m in others),
+        key="inspect_compare_slow",
+    ):
+        bar = st.progress(0.0, text="Slow methods…")
+        for i, m in enumerate(others):
+            bar.progress(i / len(others), text=f"{labels[m]}: {METHODS[m].cost} ({i + 1} of {len(others)})")
+            maps[m] = method_map_of(loaded, photo, m, layer, target)
+        bar.progress(1.0, text=f"{len(others)} slow methods done")
+    scores = {}
+    if st.toggle(
+        f"Score each map on this photo (about {11 * len(maps) + 3} forward passes in batches)",
+        key="inspect_compare_scores",
+    ):
+        with st.spinner("Deleting, inserting, imputing…"):
+            scores = photo_scores(loaded, photo, layer, target, maps)
+    per_row = 6
+    items = list(maps.items())
+    for start in range(0, len(items), per_row):
+        columns = st.columns(per_row)
+        for column, (m, m_cam) in zip(columns, items[start : start + per_row]):
+            m_picture, m_scaled = overlay_for(photo.rgb, m_cam, opacity, colormap)
+            lines = [f"**{labels[m]}**" + ("" if m_scaled.ok else " (flat map)")]
+            if m in scores:
+                f = scores[m]
+                lines.append(
+                    f"deletion {f['deletion']:.3f} · insertion {f['insertion']:.3f} · "
+                    f"ROAD {f['road']:+.3f} · drop {100 * f['drop']:.0f}%"
+                )
+            found = standing(board, m, layer) if board is not None else None
+            if found and "pointing" in found["at_layer"] and "deletion" in found["at_layer"]:
+                (rp, of), (rd, _) = found["at_layer"]["pointing"], found["at_layer"]["deletion"]
+                lines.append(f"board: #{rp}/{of} pointing, #{rd}/{of} deletion")
+            column.image(m_picture, width="stretch")
+            column.caption("  \n".join(lines))
+    if scores:
+        st.dataframe(
+            [
+                {
+                    "method": labels[m],
+                    "deletion area": round(f["deletion"], 4),
+                    "insertion area": round(f["insertion"], 4),
+                    "ROAD (LeRF-MoRF)": round(f["road"], 4),
+                    "drop %": round(100 * f["drop"], 1),
+                    "confidence rose": bool(f["increase"]),
+                }
+                for m, f in scores.items()
+            ],
+            hide_index=True,
+            width="stretch",
+            key="inspect_compare_table",
+        )
 
 st.divider()
 st.subheader("Can this map be trusted?")
@@ -188,27 +280,62 @@ with f_col:
         sections.append(Section("Faithfulness", figures={k: f"{v:.4f}" for k, v in faith.summary().items()}))
 with s_col:
     st.markdown(
-        "**Sanity check**: re-initialise the weights from the top block down. A map that explains "
-        "the model changes as it is destroyed (rank correlation falls); one that does not only shows edges."
+        "**Sanity checks** (Adebayo et al. 2018): re-initialise the weights from the top block down "
+        "(cascading), or one block at a time (independent). A map that explains the model changes as "
+        "it is destroyed (rank correlation and SSIM fall); one that does not only shows edges."
     )
-    if st.toggle("Run the randomisation check", key="inspect_sanity"):
+    if st.toggle("Run the randomisation checks", key="inspect_sanity"):
         with st.spinner("Randomising block by block…"):
             steps = sanity_of(loaded, photo, layer, target, in_pass)
-        figure = go.Figure(
-            go.Scatter(x=[s.randomised for s in steps], y=[s.spearman for s in steps], mode="lines+markers")
+            alone = independent_of(loaded, photo, layer, target, in_pass)
+            logit = random_logit_of(loaded, photo, layer, target, in_pass)
+        figure = go.Figure()
+        blocks = [s.randomised for s in steps]
+        figure.add_scatter(
+            x=blocks, y=[s.spearman for s in steps], mode="lines+markers", name="cascading: rank"
+        )
+        figure.add_scatter(x=blocks, y=[s.ssim for s in steps], mode="lines+markers", name="cascading: SSIM")
+        figure.add_scatter(
+            x=[s.randomised for s in alone],
+            y=[s.spearman for s in alone],
+            mode="markers",
+            name="one block: rank",
+        )
+        figure.add_scatter(
+            x=[s.randomised for s in alone], y=[s.ssim for s in alone], mode="markers", name="one block: SSIM"
         )
         figure.update_layout(
-            height=320,
-            yaxis_title="rank correlation with the original map",
-            yaxis_range=[-1, 1],
-            xaxis_title="randomised down to",
+            height=360,
+            yaxis_title="similarity with the original map",
+            yaxis_range=[-1, 1.05],
+            xaxis_title="randomised (down to)",
+            legend={"orientation": "h", "y": -0.35},
             margin={"t": 20},
         )
         st.plotly_chart(figure, width="stretch")
-        if method in SLOW_METHOD_LABELS:
-            st.caption("Run with Grad-CAM: Score-CAM would need 64 passes at every step.")
+        if not one_pass:
+            st.caption(f"Run with Grad-CAM: {method_name} would need {METHODS[method].cost} at every step.")
+        other = explainer.class_names[logit.other]
+        if np.isfinite(logit.spearman):
+            said = f"rank correlation {logit.spearman:+.2f}, SSIM {logit.ssim:+.2f}"
+        else:
+            said = "one of the two maps is flat (zero everywhere), so they share nothing"
+        st.caption(
+            f"Random logit: the map for “{other}” (a class this photo is not asked about) against the map "
+            f"for “{explainer.class_names[logit.target]}”: {said}. Low is good: the map depends on the class."
+        )
         sections.append(
-            Section("Randomisation check", figures={s.randomised: f"{s.spearman:.3f}" for s in steps})
+            Section(
+                "Randomisation checks",
+                figures={
+                    **{
+                        f"cascading {s.randomised}": f"rank {s.spearman:.3f}, SSIM {s.ssim:.3f}"
+                        for s in steps
+                    },
+                    **{f"only {s.randomised}": f"rank {s.spearman:.3f}, SSIM {s.ssim:.3f}" for s in alone},
+                    f"random logit ({other})": said,
+                },
+            )
         )
 
 st.divider()

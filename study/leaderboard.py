@@ -312,6 +312,31 @@ def ordinal(n: int) -> str:
     return f"{n}{suffix}"
 
 
+#: What Inspect says beside a map, in this order: localisation first, then faithfulness.
+SHOWN = ("pointing", "energy", "deletion", "insertion", "road", "average_drop", "random_spearman")
+
+
+def standing_sentence(
+    board: dict, method: str, layer: str | None, metrics: Sequence[str] = SHOWN
+) -> str | None:
+    """Return e.g. "On 40 oxford_pets photos, among the 13 maps at this layer: 2nd for
+    pointing game, 5th for deletion area, ..."; None when the board lacks this method here."""
+    found = standing(board, method, layer)
+    if found is None:
+        return None
+    parts = []
+    for name in metrics:
+        if name in found["at_layer"]:
+            r, of = found["at_layer"][name]
+            parts.append(f"{ordinal(r)} of {of} for {METRICS[name][0]}")
+    if not parts:
+        return None
+    where = (
+        "at this layer" if found["row"]["layer"] is not None else "at this layer (this method has no layer)"
+    )
+    return f"On {board.get('photos', 0)} {board.get('data', '')} photos, {where}: " + ", ".join(parts) + "."
+
+
 def read_records(path: Path, settings: dict) -> list[dict]:
     """Return the photo records of ``path`` made with ``settings`` (others are ignored)."""
     if not path.is_file():
