@@ -6,11 +6,13 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from models.registry import scan
+from models.registry import entry_for, scan
 from study import explore
 from study.run import StudyConfig, StudyError, run_study
 from study.summary import METRICS
 from ui import study_results as results
+from ui.render import overlay_for, thumbnail
+from ui.state import decode, explain, try_load
 
 st.set_page_config(page_title="Study", page_icon="🔬", layout="wide")
 st.title("Study")
@@ -123,7 +125,18 @@ else:
         key="study_gallery_layer",
     )
     best, worst, how = explore.best_and_worst(table, gallery_model, layer, method, k=4)
-    st.caption(f"Ranked by {how}. Red ring: the map's peak; green: the animal's outline.")
+    draw = st.toggle("Draw the maps (runs the model on these photos)", key="study_draw_maps")
+    loaded = None
+    if draw:
+        model_file = settings.get("model_files", {}).get(gallery_model)
+        loaded, problem = try_load(entry_for(model_file)) if model_file else (None, "no model file recorded")
+        if loaded is None:
+            st.warning(f"{gallery_model} cannot be loaded here ({problem}); showing the peaks only")
+    st.caption(
+        f"Ranked by {how}. "
+        + ("The map of the predicted class at this block. " if loaded else "Red ring: the map's peak. ")
+        + "Green: the animal's outline."
+    )
     for title, rows, side in (("Best", best, "best"), ("Worst", worst, "worst")):
         st.markdown(f"**{title}**")
         columns = st.columns(max(len(rows), 1))
@@ -138,13 +151,14 @@ else:
                 column.caption(f"{caption} (photo not on this machine)")
                 continue
             mask = explore.mask_file(settings, row["photo"])
-            column.image(
-                results.marked_photo(
-                    str(path), float(row["peak_y"]), float(row["peak_x"]), str(mask) if mask else None
-                ),
-                caption=caption,
-                width="stretch",
-            )
+            mask = str(mask) if mask else None
+            if loaded is not None:
+                photo = decode(Path(path).name, Path(path).read_bytes())
+                cam = explain(loaded, photo, [layer], -1, (method,)).cam(layer, 0, method)
+                picture = results.with_outline(overlay_for(thumbnail(photo.rgb), cam, 0.5, "jet")[0], mask)
+            else:
+                picture = results.marked_photo(str(path), float(row["peak_y"]), float(row["peak_x"]), mask)
+            column.image(picture, caption=caption, width="stretch")
             if column.button("Open in Inspect", key=f"study_open_{side}_{k}"):
                 st.session_state["inspect_open"] = str(path)
                 st.session_state["inspect_model"] = gallery_model

@@ -113,20 +113,26 @@ def mask_file(settings: dict, photo: str) -> Path | None:
     return None
 
 
+def draw_outline(rgb: np.ndarray, mask: Path | None) -> np.ndarray:
+    """Return a copy of the picture with the animal's outline (green) from its trimap."""
+    from study.photos import decode_mask
+
+    picture = np.array(rgb, copy=True)
+    if mask is not None:
+        animal = decode_mask(mask.read_bytes(), picture.shape[:2]).astype(np.uint8)
+        contours, _ = cv2.findContours(animal, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(picture, contours, -1, (0, 255, 0), 2)
+    return picture
+
+
 def marked_photo(
     path: Path, peak: tuple[float, float], mask: Path | None = None, side: int = 320
 ) -> np.ndarray:
     """Return the photo (longest side ``side``) with the animal's outline (green) and the
     map's peak (a red ring) drawn on it."""
     from explain.images import fit_within
-    from study.photos import decode_mask
 
-    rgb = decode_image(path.read_bytes())
-    small = np.array(fit_within(rgb, side), copy=True)  # drawn on: a writable copy
-    if mask is not None:
-        animal = decode_mask(mask.read_bytes(), small.shape[:2]).astype(np.uint8)
-        contours, _ = cv2.findContours(animal, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(small, contours, -1, (0, 255, 0), 2)
+    small = draw_outline(fit_within(decode_image(path.read_bytes()), side), mask)
     y, x = peak
     if np.isfinite(y) and np.isfinite(x):
         centre = (int(x * small.shape[1]), int(y * small.shape[0]))

@@ -285,6 +285,9 @@ def test_study_page_shows_curves_gallery_embedding_and_atlas(full_run):
     buttons = [b for b in at.button if b.label == "Open in Inspect"]
     assert len(buttons) == 8  # 4 best and 4 worst
     assert len(at.get("imgs")) >= 8 or len(at.get("image")) >= 8
+    at.toggle(key="study_draw_maps").set_value(True).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("The map of the predicted class" in c.value for c in at.caption)
     at.radio(key="study_split").set_value("right vs wrong").run()
     at.selectbox(key="study_metric").set_value("energy").run()
     assert not at.exception, [e.message for e in at.exception]

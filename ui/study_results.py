@@ -60,3 +60,8 @@ def marked_photo(path: str, peak_y: float, peak_x: float, mask: str | None) -> n
 @st.cache_data(show_spinner=False, max_entries=512)
 def crop(path: str, box: tuple[float, float, float, float]) -> np.ndarray:
     return explore.crop(Path(path), box)
+
+
+def with_outline(rgb: np.ndarray, mask: str | None) -> np.ndarray:
+    """Return the picture with the animal's outline drawn from its trimap (when there is one)."""
+    return explore.draw_outline(rgb, Path(mask) if mask else None)
