@@ -38,6 +38,9 @@ class Conversion:
     saved_by: str  # e.g. "Keras 2.2.4" or "TensorFlow 2.12 / Keras 2.12.0"; "" when unknown
     digest: str  # SHA-256 of the source (for a folder or a pair: of its files, in a fixed order)
     notes: list[str]  # what the conversion changed or dropped, for the card
+    # Largest output difference from the tf-keras original on a random batch (relative to the
+    # output's scale); None where there was no original to compare with (Keras 3 sources).
+    max_difference: float | None = None
 
     def describe(self) -> str:
         """Return one line for the card: 'converted from HDF5 written by Keras 2.2.4'."""
@@ -221,11 +224,17 @@ def _convert(
     if weights_info is not None and weights_info.kind == "keras3-weights":
         _load_keras3_weights(converted, weights_path, what)
         notes.append("weights read by Keras 3; no tf-keras original to compare outputs with")
+        difference = None
     else:
         _copy_weights(original, converted, what)
-        _compare(original, converted, what)
+        if converted.count_params() != original.count_params():
+            raise _error(f"{what}: the Keras 3 model has other weights than the original; refused")
+        difference = _compare(original, converted, what)
     saved_by = info.saved_by or (weights_info.saved_by if weights_info else "")
-    return _save(converted, cache, digest, source_format, saved_by, notes)
+    conversion = _save(converted, cache, digest, source_format, saved_by, notes)
+    conversion.max_difference = difference
+    _write_meta(conversion)
+    return conversion
 
 
 def _is_keras3_config(config: dict[str, Any]) -> bool:
@@ -474,7 +483,10 @@ def _compare(original, converted, what: str) -> float:
     inputs = []
     for shape in shapes:
         dims = [2] + [d if d else 64 for d in shape[1:]]
-        inputs.append(rng.uniform(0, 1, dims).astype("float32"))
+        # Pixels as models were fed them: [0, 1], [-1, 1] and raw [0, 255]; a model trained on
+        # one scale saturates on another, so all three are compared.
+        parts = [rng.uniform(lo, hi, dims) for lo, hi in ((0, 1), (-1, 1), (0, 255))]
+        inputs.append(np.concatenate(parts).astype("float32"))
     feed = inputs if len(inputs) > 1 else inputs[0]
     want = [np.asarray(t) for t in _as_list(original(feed, training=False))]
     got = [np.asarray(t) for t in _as_list(converted(feed, training=False))]
@@ -513,3 +525,30 @@ def _write_meta(conversion: Conversion) -> None:
     meta = {k: v for k, v in asdict(conversion).items() if k not in ("keras_path", "digest")}
     path = conversion.keras_path.with_suffix(".json")
     path.write_text(json.dumps(meta, indent=1) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Convert one legacy file from the command line; print what it was and where it went."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m models.convert", description=main.__doc__)
+    parser.add_argument("path", type=Path, help="HDF5 model, SavedModel folder, zip, or architecture JSON")
+    parser.add_argument("--weights", type=Path, help="the weights of an architecture JSON")
+    parser.add_argument("--cache", type=Path, help="folder for converted files (default .cache/converted)")
+    args = parser.parse_args(argv)
+    from models.registry import ModelLoadError
+
+    try:
+        conversion = convert_to_keras3(args.path, args.weights, args.cache)
+    except ModelLoadError as err:
+        print(err)
+        return 1
+    diff = "" if conversion.max_difference is None else f"; outputs within {conversion.max_difference:.1e}"
+    print(f"{args.path.name}: {conversion.describe()}{diff} -> {conversion.keras_path}")
+    for note in conversion.notes:
+        print(f"  note: {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

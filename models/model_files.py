@@ -13,6 +13,7 @@ imports tf-keras at module level.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -169,7 +170,22 @@ def check_config(config: Any, what: str = "the model") -> None:
                     raise _error(
                         f"{what}: refused: it uses the registered class {registered[:60]!r} (not built in)"
                     )
+        for key, value in node.items():
+            if isinstance(value, str) and isinstance(key, str):
+                _check_named_function(key, value, what)
         stack.extend(node.values())
+
+
+_NAMED_OBJECT = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,60}")
+
+
+def _check_named_function(key: str, value: str, what: str) -> None:
+    """Refuse a function named by a string that is not Keras' own (loaders look names up)."""
+    if key in ("activation", "recurrent_activation"):
+        if not _built_in_activation(value):
+            raise _error(f"{what}: refused: the activation {value[:40]!r} is not a built-in Keras activation")
+    elif key.endswith(("_initializer", "_regularizer", "_constraint")) and not _NAMED_OBJECT.fullmatch(value):
+        raise _error(f"{what}: refused: {key} names {value[:40]!r}, which is not a Keras object")
 
 
 def _built_in_activation(name: str) -> bool:

@@ -145,6 +145,15 @@ def test_custom_and_code_classes_are_refused_wherever_they_hide(hostile, tmp_pat
 
     refused(tampered(folder / "plain.h5", tmp_path / "tfop.h5", tf_op), "TFOpLambda", tmp_path)
 
+    def named_function(config):
+        config["config"]["layers"][-1]["config"]["activation"] = "exec"
+
+    refused(
+        tampered(folder / "plain.h5", tmp_path / "act.h5", named_function),
+        "not a built-in Keras activation",
+        tmp_path,
+    )
+
 
 def test_truncated_hdf5(hostile, tmp_path):
     folder, _ = hostile
