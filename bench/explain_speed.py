@@ -14,6 +14,16 @@ Then: cold start (new process to first finished explanation), peak resident memo
 successive explanations of different photos and its growth from the 20th to the 200th, and
 the Layer-depth page (warm, new photo) against the engine's c for both models.
 Prints one JSON object and a table. Uses the shipped models when present, else random weights.
+
+    python3 bench/explain_speed.py --methods [--size 224] [--random-weights] [--memory-count 200]
+
+measures instead every explanation method (explain.methods) on ResNet-50, batch 1, each
+against the same floor d measured in the same run: all the one-pass CAMs together at every
+block against Grad-CAM alone at every block (target: at most +15 %), Integrated Gradients
+with 32 steps (target: at most 40 floors), SmoothGrad with 16 samples (at most 20), saliency,
+Guided Grad-CAM, and the cost per channel of Score-CAM and Ablation-CAM (64 channels of the
+last block); then resident memory after the 20th and the last of --memory-count photos for
+every method (target: flat, under 5 % growth).
 """
 
 from __future__ import annotations
@@ -48,7 +58,7 @@ from explain.images import decode_image  # noqa: E402
 from models.build import build_resnet  # noqa: E402
 from models.card import ModelCard, Preprocessing  # noqa: E402
 
-SIZE = 224
+SIZE = 224  # --size changes it (the methods run)
 TEST = ROOT.parent / "shared" / "data" / "cats_vs_dogs" / "test"
 
 
@@ -178,6 +188,106 @@ def measure_model(arch: str, folder: Path, reps: int, quick: bool, loops: bool =
     return out
 
 
+# -- the methods run (--methods) ----------------------------------------------------------
+def methods_run(
+    size: int, random_weights: bool, reps: int, memory_count: int, slow_count: int, memory_size: int
+) -> dict:
+    """Every method of explain.methods on ResNet-50, batch 1, against the floor of this run."""
+    from explain import attributions
+    from explain.ablation_cam import ablation_cam
+    from explain.methods import METHODS, ONE_PASS, method_map, names
+    from explain.score_cam import score_cam
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-methods-"))
+    shipped = ROOT / "models" / "shipped" / "resnet50.keras"
+    if random_weights or not shipped.is_file():
+        keras.utils.set_random_seed(0)
+        model, source = build_resnet("resnet50", input_size=None), "random weights"
+    else:
+        model, source = model_for("resnet50", folder)[0], "shipped"
+    explainer = Explainer(model, ["cat", "dog"], (size, size))
+    blocks = [b.path for b in explainer.layers.blocks]
+    last = explainer.layers.last.path
+    floor = floor_pass(model, blocks)
+    batch = explainer.prepare(photos(1, seed=1))
+    one_pass = tuple(names(ONE_PASS))
+    d = median_time(lambda: floor(tf.constant(batch)), reps)
+    gradcam_all = median_time(lambda: explainer.explain(batch, "blocks", methods=("gradcam",)), reps)
+    all_cams = median_time(lambda: explainer.explain(batch, "blocks", methods=one_pass), reps)
+    slow_reps = max(1, reps // 2)
+    ig = median_time(lambda: attributions.integrated_gradients(explainer, batch, steps=32), slow_reps, 1)
+    smooth = median_time(lambda: attributions.smoothgrad(explainer, batch, samples=16), slow_reps, 1)
+    sal = median_time(lambda: attributions.saliency(explainer, batch), reps)
+    guided = median_time(lambda: attributions.guided_grad_cam(explainer, batch, last), reps)
+    kept = explainer.explain(batch, [last], keep=last)
+    acts, target = kept.kept_activations[0], int(kept.targets[0])
+    channels = 64
+    score = median_time(lambda: score_cam(explainer, batch[0], acts, target, channels), slow_reps, 1)
+    ablation = median_time(
+        lambda: ablation_cam(explainer, batch[0], last, acts, target, channels), slow_reps, 1
+    )
+    row = {
+        "d_floor_s": d,
+        "gradcam_all_blocks_s": gradcam_all,
+        "all_one_pass_cams_all_blocks_s": all_cams,
+        "all_cams / gradcam": all_cams / gradcam_all,
+        "gradcam_all_blocks / floor": gradcam_all / d,
+        "ig_32_steps / floor": ig / d,
+        "smoothgrad_16 / floor": smooth / d,
+        "saliency / floor": sal / d,
+        "guided_gradcam / floor": guided / d,
+        "scorecam_per_channel / floor": score / channels / d,
+        "ablationcam_per_channel / floor": ablation / channels / d,
+        "scorecam_per_channel_s": score / channels,
+        "ablationcam_per_channel_s": ablation / channels,
+    }
+    print("  " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()), file=sys.stderr)
+    memory = {}
+    pics = photos(min(max(memory_count, slow_count), 200), seed=2)
+    sized = explainer if memory_size == size else Explainer(model, ["cat", "dog"], (memory_size, memory_size))
+    for name in METHODS if memory_count else ():
+        count = memory_count if METHODS[name].one_pass else slow_count
+        at = {}
+        for i in range(count):
+            one = sized.prepare([pics[i % len(pics)]])
+            if METHODS[name].one_pass:
+                sized.explain(one, "blocks", methods=(name,))
+            else:
+                method_map(sized, name, one, sized.layers.last.path)
+            if i + 1 in (min(20, count), count):
+                at[i + 1] = rss_mb()
+        first, end = at[min(20, count)], at[count]
+        memory[name] = {
+            "photos": count,
+            "rss_20th_mb": first,
+            "rss_last_mb": end,
+            "growth": (end - first) / first,
+        }
+        print(f"  memory {name}: {first:.0f} -> {end:.0f} MB over {count} photos", file=sys.stderr)
+    ig_check = attributions.integrated_gradients(explainer, batch, steps=32)
+    return {
+        "model": "resnet50",
+        "weights": source,
+        "input": size,
+        "batch": 1,
+        "blocks": len(blocks),
+        "one_pass_cams": list(one_pass),
+        "times": row,
+        "ig_completeness_relative_error": float(ig_check.relative_error[0]),
+        "memory_input": memory_size,
+        "memory": memory,
+        "traces": explainer.traces,
+        "targets": {
+            "all one-pass CAMs <= 1.15 x Grad-CAM": row["all_cams / gradcam"] <= 1.15,
+            "IG 32 steps <= 40 x floor": row["ig_32_steps / floor"] <= 40,
+            "SmoothGrad 16 <= 20 x floor": row["smoothgrad_16 / floor"] <= 20,
+            "memory growth < 5 % (every method)": (
+                all(m["growth"] < 0.05 for m in memory.values()) if memory else None
+            ),
+        },
+    }
+
+
 COLD = """
 import os, sys, time; t0 = time.perf_counter()
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"; sys.path.insert(0, {root!r})
@@ -271,6 +381,7 @@ def table(report: dict) -> str:
 
 
 def main() -> int:
+    global SIZE
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -279,7 +390,44 @@ def main() -> int:
     parser.add_argument("--memory-count", type=int, default=200)
     parser.add_argument("--skip-loops", action="store_true", help="leave out e and f (minutes each)")
     parser.add_argument("--out", help="also write the JSON here")
+    parser.add_argument("--methods", action="store_true", help="the methods run (see above) instead")
+    parser.add_argument("--size", type=int, default=SIZE, help="input size in pixels (methods run)")
+    parser.add_argument("--random-weights", action="store_true", help="methods run: random ResNet-50")
+    parser.add_argument(
+        "--slow-memory-count", type=int, help="methods run: photos for the slow CAMs and pixel attributions"
+    )
+    parser.add_argument("--memory-size", type=int, help="methods run: input size of the memory part")
     args = parser.parse_args()
+    if args.methods:
+        SIZE = args.size
+        report = {
+            "device": describe_device(),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "photos": "real test photos" if TEST.is_dir() else "generated",
+            "reps": args.reps,
+            **methods_run(
+                args.size,
+                args.random_weights,
+                args.reps,
+                args.memory_count,
+                args.slow_memory_count or args.memory_count,
+                args.memory_size or args.size,
+            ),
+        }
+        text = json.dumps(report, indent=2)
+        print(text)
+        print(
+            "\nreproduce: python3 bench/explain_speed.py --methods "
+            f"--size {args.size} --reps {args.reps} --memory-count {args.memory_count}"
+            + (f" --slow-memory-count {args.slow_memory_count}" if args.slow_memory_count else "")
+            + (f" --memory-size {args.memory_size}" if args.memory_size else "")
+            + (" --random-weights" if args.random_weights else "")
+        )
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(text + "\n")
+        return 0
     folder = Path(tempfile.mkdtemp(prefix="bench-models-"))
     report: dict = {
         "device": describe_device(),
