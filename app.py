@@ -3,6 +3,8 @@
 Run with:  streamlit run app.py
 """
 
+from contextlib import asynccontextmanager
+
 import streamlit as st
 
 from ui import warmup
@@ -136,33 +138,70 @@ def home() -> None:
         label="Models: bring your own model file (Keras 3, Keras 2 .h5, SavedModel), check how to feed it",
         icon=":material/upload_file:",
     )
+    st.page_link(
+        "pages/6_Study.py",
+        label="Study: where every block looks over a whole folder, on the animal or not, with error bars",
+        icon=":material/query_stats:",
+    )
+    st.page_link(
+        "pages/7_Leaderboard.py",
+        label="Leaderboard: which method at which layer to trust for each model, measured on labelled photos",
+        icon=":material/leaderboard:",
+    )
 
 
-st.set_page_config(page_title="What does the network look at?", page_icon="🐾", layout="wide")
-navigation = st.navigation(
-    [
-        st.Page(home, title="Home", icon=":material/home:", default=True),
-        st.Page("pages/1_Inspect.py", title="Inspect", icon=":material/search:", url_path="Inspect"),
-        st.Page(
-            "pages/2_Layer_depth.py", title="Layer depth", icon=":material/layers:", url_path="Layer_depth"
-        ),
-        st.Page(
-            "pages/3_Training_curves.py",
-            title="Training curves",
-            icon=":material/show_chart:",
-            url_path="Training_curves",
-        ),
-        st.Page("pages/4_Errors.py", title="Errors", icon=":material/report:", url_path="Errors"),
-        st.Page("pages/5_Models.py", title="Models", icon=":material/upload_file:", url_path="Models"),
-    ]
-)
-# On a fresh server, start loading and tracing the models at once, whichever page is opened,
-# and say what is still warming up while a page waits for it.
-warm_up = warmup.start()
-note = st.empty()
-if not warm_up.done:
-    note.caption(f":material/hourglass_top: Warming up (first start only): {warm_up.summary()}")
-try:
-    navigation.run()
-finally:
-    note.empty()
+@asynccontextmanager
+async def warm_up_at_start(_app):
+    """Start loading and tracing the models as the server starts, before any browser connects."""
+    warmup.start()
+    yield
+
+
+def main() -> None:
+    """Lay out the navigation, say what is still warming up, and run the page asked for."""
+    st.set_page_config(page_title="What does the network look at?", page_icon="🐾", layout="wide")
+    navigation = st.navigation(
+        [
+            st.Page(home, title="Home", icon=":material/home:", default=True),
+            st.Page("pages/1_Inspect.py", title="Inspect", icon=":material/search:", url_path="Inspect"),
+            st.Page(
+                "pages/2_Layer_depth.py",
+                title="Layer depth",
+                icon=":material/layers:",
+                url_path="Layer_depth",
+            ),
+            st.Page(
+                "pages/3_Training_curves.py",
+                title="Training curves",
+                icon=":material/show_chart:",
+                url_path="Training_curves",
+            ),
+            st.Page("pages/4_Errors.py", title="Errors", icon=":material/report:", url_path="Errors"),
+            st.Page("pages/5_Models.py", title="Models", icon=":material/upload_file:", url_path="Models"),
+            st.Page("pages/6_Study.py", title="Study", icon=":material/query_stats:", url_path="Study"),
+            st.Page(
+                "pages/7_Leaderboard.py",
+                title="Leaderboard",
+                icon=":material/leaderboard:",
+                url_path="Leaderboard",
+            ),
+        ]
+    )
+    # On a fresh server, start loading and tracing the models at once, whichever page is opened,
+    # and say what is still warming up while a page waits for it.
+    warm_up = warmup.start()
+    note = st.empty()
+    if not warm_up.done:
+        note.caption(f":material/hourglass_top: Warming up (first start only): {warm_up.summary()}")
+    try:
+        navigation.run()
+    finally:
+        note.empty()
+
+
+if __name__ == "__main__":  # Streamlit runs this file as the app's script, once per page view
+    main()
+else:
+    # `streamlit run app.py` imports this file once, finds this st.App and serves it (the
+    # script above is still this file): the lifespan hook runs as the server starts.
+    app = st.App(__file__, lifespan=warm_up_at_start)

@@ -7,7 +7,8 @@ Each run is a whole new server process, as a user starts it: the clock starts wh
 opens the Inspect page the moment the server answers its health check, and the clock stops
 when the first Grad-CAM overlay image has loaded in the page (for the default sample photo,
 or for ``--upload PHOTO``, uploaded as soon as the page offers the file input). Also
-recorded: when the page first showed anything (its title), so a blank wait shows up too.
+recorded: when the page first showed anything (its title, or the note of what is still
+warming up), so a blank wait shows up too.
 
 ``--baseline REV`` measures an older commit in the same run, alternating old and new run by
 run (so a machine that slows down or speeds up hurts both alike): it checks REV out with
@@ -88,7 +89,8 @@ def one_run(browser, checkout: Path, upload: Path | None, timeout: float, log: P
             time.sleep(0.05)
         serving = time.perf_counter() - start
         page.goto(f"{url}/Inspect", timeout=timeout * 1000)
-        page.locator("h1").first.wait_for(timeout=timeout * 1000)
+        # The page's title, or the app's note of what is still warming up.
+        page.locator('h1, [data-testid="stCaptionContainer"]').first.wait_for(timeout=timeout * 1000)
         first_paint = time.perf_counter() - start
         if upload is not None:
             page.wait_for_selector('input[type="file"]', state="attached", timeout=timeout * 1000)
@@ -113,7 +115,8 @@ def one_run(browser, checkout: Path, upload: Path | None, timeout: float, log: P
 def worktree(rev: str, parent: Path) -> Path:
     """Check ``rev`` out under ``parent``/repo with ../shared linked beside it; return the folder."""
     checkout = parent / "repo"
-    subprocess.run(["git", "worktree", "add", "--detach", str(checkout), rev], cwd=ROOT, check=True)
+    command = ["git", "worktree", "add", "--quiet", "--detach", str(checkout), rev]
+    subprocess.run(command, cwd=ROOT, check=True)
     shared = ROOT.parent / "shared"
     if shared.is_dir():
         (parent / "shared").symlink_to(shared)

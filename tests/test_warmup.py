@@ -53,10 +53,16 @@ def test_the_warm_up_can_be_switched_off(monkeypatch):
     from ui import warmup
 
     monkeypatch.setenv(warmup.ENV_SWITCH, "0")
-    warmup._started.clear()
-    try:
-        warm_up = warmup.start()
-        assert warm_up.done and warm_up.thread is None
-        assert warmup.start() is warm_up  # one per process
-    finally:
-        warmup._started.clear()
+    monkeypatch.setattr(warmup, "_current", None)
+    warm_up = warmup.start()
+    assert warm_up.done and warm_up.thread is None
+    assert warmup.start() is warm_up  # one per process
+
+
+def test_streamlit_run_serves_app_py_with_the_start_up_hook():
+    from streamlit.web.server.app_discovery import discover_asgi_app
+
+    from tests.conftest import ROOT
+
+    found = discover_asgi_app(ROOT / "app.py")
+    assert found.is_asgi_app and found.app_name == "app", found

@@ -1,12 +1,13 @@
-"""Load and trace the models in the background from the server's first run, so the first
-heatmap does not wait for a cold start.
+"""Load and trace the models in the background from the moment the server starts, so the
+first heatmap does not wait for a cold start.
 
 A new server process spends most of its first seconds importing TensorFlow, loading each
-model and tracing its compiled passes. ``start()`` (called by app.py at the top of every run,
-which costs nothing after the first) begins that work on a thread of its own, the model the
-Inspect page opens with first; the pages then find the same objects in ``st.cache_resource``
-(``ui.state.load``) and the same compiled passes in each model's Explainer. This module
-imports nothing heavy, so the page can show itself before TensorFlow has loaded.
+model and tracing its compiled passes. ``start()`` (called by app.py when the server starts,
+and at the top of every run, which costs nothing after the first) begins that work on a
+thread of its own, the model the Inspect page opens with first; the pages then find the
+same objects in ``st.cache_resource`` (``ui.state.load``) and the same compiled passes in
+each model's Explainer. This module imports nothing heavy, so a page can show itself
+before TensorFlow has loaded.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-
-import streamlit as st
 
 #: Set to 0 to start nothing in the background (tests that run app.py in-process set it).
 ENV_SWITCH = "CVD_WARMUP"
@@ -61,17 +60,24 @@ class WarmUp:
             self.seconds = time.monotonic() - self.started
 
 
-@st.cache_resource(show_spinner=False)
-def _started() -> WarmUp:
-    warm_up = WarmUp()
-    if os.environ.get(ENV_SWITCH, "1") == "0":
-        warm_up.seconds = 0.0
-        return warm_up
-    warm_up.thread = threading.Thread(target=warm_up.run, name="cvd-warmup", daemon=True)
-    warm_up.thread.start()
-    return warm_up
+_lock = threading.Lock()
+_current: WarmUp | None = None
 
 
 def start() -> WarmUp:
-    """Return the process's warm-up, starting it on the first call."""
-    return _started()
+    """Return the process's warm-up, starting it on the first call (``CVD_WARMUP=0``: none).
+
+    A module global rather than ``st.cache_resource``: the server calls this at start-up
+    (app.py's lifespan hook), before Streamlit's runtime exists, and every run after that
+    must find the same one.
+    """
+    global _current
+    with _lock:
+        if _current is None:
+            _current = WarmUp()
+            if os.environ.get(ENV_SWITCH, "1") == "0":
+                _current.seconds = 0.0
+            else:
+                _current.thread = threading.Thread(target=_current.run, name="cvd-warmup", daemon=True)
+                _current.thread.start()
+        return _current
