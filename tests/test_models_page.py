@@ -20,7 +20,7 @@ PAGE = str(ROOT / "pages" / "5_Models.py")
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """A trained tiny model saved as .keras (fed x/255, BGR, output 0 = dog), and its labelled photos."""
-    model, photos = train_bgr_unit(tmp_path_factory.mktemp("photos"))
+    model, photos = train_bgr_unit(tmp_path_factory.getbasetemp())
     path = tmp_path_factory.mktemp("file") / "colours.keras"
     model.save(path)
     return path, photos
@@ -168,7 +168,9 @@ def test_upload_limits_500_mb_for_models_50_for_photos(user_dir, trained):
     adopt(trained[0], to=user_dir)
     models = run()
     assert models.get("file_uploader")[0].proto.max_upload_size_mb == 500
-    inspect = AppTest.from_file(str(ROOT / "pages" / "1_Inspect.py"), default_timeout=300).run()
+    inspect = AppTest.from_file(str(ROOT / "pages" / "1_Inspect.py"), default_timeout=300)
+    inspect.session_state["inspect_model"] = "colours"  # the tiny one, not a shipped ResNet
+    inspect.run()
     photos = [u.proto for u in inspect.get("file_uploader") if u.proto.id.endswith("inspect_upload")]
     assert photos and photos[0].max_upload_size_mb == 50
 
