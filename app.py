@@ -104,6 +104,9 @@ def home() -> None:
         )
     for message in problems:
         st.error(message)
+    warm_up = warmup.start()
+    if warm_up.states:
+        st.caption(f"Loaded and traced in the background since the server started: {warm_up.summary()}")
     warnings = {name: None for name in rows}
     for entry in entries:
         warnings[entry.name] = (entry.card.test or {}).get("warning")

@@ -38,7 +38,7 @@ class WarmUp:
         """Return one line saying what is ready, what is still warming up, and what failed."""
         if not self.states:
             return "starting TensorFlow…"
-        return "; ".join(f"{name}: {state}" for name, state in self.states.items())
+        return "; ".join(f"{name}: {state}" for name, state in list(self.states.items()))
 
     def run(self) -> None:
         """Load and trace every model the registry finds, the Inspect page's first."""
@@ -51,9 +51,10 @@ class WarmUp:
                 self.states[entry.name] = "waiting"
             for entry in entries:
                 self.states[entry.name] = "loading and tracing"
+                began = time.monotonic()
                 try:
                     warm(entry)
-                    self.states[entry.name] = "ready"
+                    self.states[entry.name] = f"ready in {time.monotonic() - began:.1f} s"
                 except Exception as err:  # noqa: BLE001 - a bad file is reported, the rest still warm
                     self.states[entry.name] = f"failed ({' '.join(str(err).split())[:200]})"
         finally:
