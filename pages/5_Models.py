@@ -22,7 +22,7 @@ st.subheader("Upload a model")
 file = st.file_uploader(
     "Model file",
     type=uploads.MODEL_TYPES,
-    key="models_upload",
+    key=f"models_upload_{st.session_state.get('models_upload_round', 0)}",  # a new key empties it
     max_upload_size=uploads.MAX_MODEL_MB,
     help="A .json is an architecture (model.to_json()): add its weights file below.",
 )
@@ -211,6 +211,9 @@ def _delete(doomed) -> None:
     for key in ("models_pick", "models_result"):
         st.session_state.pop(key, None)
     st.session_state["models_delete_sure"] = False
+    # Empty the uploader, so the file still in it is not added again; a new upload of it is.
+    st.session_state["models_upload_round"] = st.session_state.get("models_upload_round", 0) + 1
+    st.session_state.pop("models_handled", None)
     st.session_state["models_deleted"] = f"Deleted {doomed.name}."
 
 
