@@ -26,9 +26,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--models", nargs="+", default=["resnet50", "resnet101"], help="registry names or .keras files"
     )
-    p.add_argument(
-        "--data", required=True, help="class folders, Kaggle's flat cat.N.jpg, or a labels.csv folder"
-    )
+    p.add_argument("--data", help="class folders, Kaggle's flat cat.N.jpg, or a labels.csv folder")
     p.add_argument("--out", required=True, help="folder for the study's files (resumed when it exists)")
     p.add_argument(
         "--masks",
