@@ -159,8 +159,14 @@ def _cached(cache: Path, digest: str) -> Conversion | None:
         return None
     try:
         meta = json.loads(meta_path.read_text())
+        diff = meta.get("max_difference")
         return Conversion(
-            keras_path, str(meta["source_format"]), str(meta["saved_by"]), digest, list(meta["notes"])
+            keras_path,
+            str(meta["source_format"]),
+            str(meta["saved_by"]),
+            digest,
+            list(meta["notes"]),
+            float(diff) if diff is not None else None,
         )
     except (ValueError, KeyError, TypeError, OSError):
         return None
