@@ -148,7 +148,19 @@ def check_config(config: Any, what: str = "the model") -> None:
         name = node.get("class_name")
         if isinstance(name, str):
             if name in CODE_CARRIERS:
-                raise _error(f"{what}: refused: it holds {CODE_CARRIERS[name]}, which is never run here")
+                called = (
+                    (node.get("config") or {}).get("function")
+                    if isinstance(node.get("config"), dict)
+                    else None
+                )
+                also = (
+                    f" (here tf.{called[:40]}, as preprocess_input inside a model makes)"
+                    if isinstance(called, str)
+                    else ""
+                )
+                raise _error(
+                    f"{what}: refused: it holds {CODE_CARRIERS[name]}{also}, which is never run here"
+                )
             if name == "function":  # Keras 3 spells a built-in activation this way
                 if not isinstance(node.get("config"), str) or not _built_in_activation(node["config"]):
                     raise _error(
