@@ -116,7 +116,9 @@ def make_maps(
 
             for layer in layers:
                 start = time.perf_counter()
-                acts = explainer.explain(x, [layer], [target], ("gradcam",), keep=layer).kept_activations[0]
+                # The same compiled pass as above (keep is an argument, not part of the trace).
+                kept = explainer.explain(x, list(layers), [target], cam_methods, keep=layer)
+                acts = kept.kept_activations[0]
                 if method == "scorecam":
                     cam = score_cam(explainer, x[0], acts, target, max_channels=slow_channels)
                 else:
