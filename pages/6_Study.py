@@ -32,7 +32,8 @@ else:
     summary = results.summary(folder)
     settings = summary.get("run", {})
     curves = results.curves(folder)
-    models = list(summary["models"])
+    # The order the study was asked for (resnet50 before resnet101), not alphabetical.
+    models = [m for m in settings.get("models", []) if m in summary["models"]] or list(summary["models"])
     accuracy = ", ".join(
         f"{m} {info['accuracy']:.1%} right on {info['photos']} photos"
         for m, info in summary["models"].items()
