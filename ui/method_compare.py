@@ -19,7 +19,7 @@ def _key(loaded: LoadedModel) -> str:
 
 @st.cache_data(show_spinner=False, max_entries=128)
 def _method_map(
-    model_key: str, digest: str, method: str, layer: str, target: int, _loaded, _photo
+    model_key: str, digest: str, method: str, layer: str | None, target: int, _loaded, _photo
 ) -> np.ndarray:
     from explain.methods import method_map
 
@@ -30,7 +30,11 @@ def _method_map(
 def method_map_of(loaded: LoadedModel, photo: Photo, method: str, layer: str, target: int) -> np.ndarray:
     """Return one photo's map of any method at ``layer`` for class ``target`` (cached by
     model, photo, method, layer and class)."""
-    return _method_map(_key(loaded), photo.digest, method, layer, int(target), loaded, photo)
+    from explain.methods import METHODS
+
+    # A method without a layer (saliency, SmoothGrad, IG) is cached once for every layer.
+    where = layer if METHODS[method].uses_layer else None
+    return _method_map(_key(loaded), photo.digest, method, where, int(target), loaded, photo)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
