@@ -291,3 +291,13 @@ def test_study_page_shows_curves_gallery_embedding_and_atlas(full_run):
     at.radio(key="study_split").set_value("right vs wrong").run()
     at.selectbox(key="study_metric").set_value("energy").run()
     assert not at.exception, [e.message for e in at.exception]
+
+
+def test_deletion_and_insertion_areas_on_request(study_models, pets, tmp_path):
+    from study.run import run_study
+
+    run_study(config(study_models[:1], pets, tmp_path, deletion=True, limit=2), report=lambda *a: None)
+    table = pd.read_parquet(tmp_path / "study.parquet")
+    assert len(table) == 2 * 3
+    ok = table[table["status"] == "ok"]
+    assert len(ok) and ok["deletion_auc"].between(0, 1).all() and ok["insertion_auc"].between(0, 1).all()
