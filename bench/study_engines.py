@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from study.batch import StudyOptions  # noqa: E402
-from study.engines import LocalEngine, RayEngine  # noqa: E402
+from study.engines import LocalEngine, RayEngine, start_local_ray  # noqa: E402
 from study.run import StudyConfig, batches, list_photos, model_files  # noqa: E402
 
 
@@ -58,6 +58,11 @@ def main() -> int:
     local = LocalEngine(paths, options, threads=1)
     rates["local"] = timed(local, work, warm)
     print(f"local, 1 thread: {rates['local']:.3f} photos/s", flush=True)
+    # One local Ray for every worker count: starting Ray is not what is measured, and a
+    # second start on a loaded machine can time out.
+    import ray
+
+    start_local_ray(max(args.workers))
     for n in args.workers:
         engine = RayEngine(paths, options, workers=n, threads=1)
         try:
@@ -69,6 +74,7 @@ def main() -> int:
             f"({rates[f'ray {n}'] / rates['local']:.2f}x local)",
             flush=True,
         )
+    ray.shutdown()
     # Local once more, the engine still warm: on a shared machine the load drifts, and the
     # two local figures bracket the Ray ones.
     again = timed(local, work, [])
