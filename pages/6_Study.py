@@ -129,8 +129,8 @@ else:
     draw = st.toggle("Draw the maps (runs the model on these photos)", key="study_draw_maps")
     loaded = None
     if draw:
-        model_file = settings.get("model_files", {}).get(gallery_model)
-        loaded, problem = try_load(entry_for(model_file)) if model_file else (None, "no model file recorded")
+        model_file = explore.model_file(settings, gallery_model)
+        loaded, problem = try_load(entry_for(model_file)) if model_file else (None, "no such model here")
         if loaded is None:
             st.warning(f"{gallery_model} cannot be loaded here ({problem}); showing the peaks only")
     st.caption(

@@ -90,6 +90,20 @@ def photo_file(settings: dict, photo: str) -> Path | None:
     return None
 
 
+def model_file(settings: dict, name: str) -> Path | None:
+    """Return the model file a study used, or the registry's model of that name on this
+    machine (a fresh clone elsewhere), or None."""
+    from models.registry import ModelLoadError, find
+
+    recorded = settings.get("model_files", {}).get(name)
+    if recorded and Path(recorded).is_file():
+        return Path(recorded)
+    try:
+        return find(name).path
+    except ModelLoadError:
+        return None
+
+
 @lru_cache(maxsize=8)
 def _masks_of(data: str) -> dict[str, str]:
     from models.data import list_labelled
