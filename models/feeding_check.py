@@ -89,6 +89,10 @@ class FeedingCheck:
         """Return a name for every model output: the labelled class it answers, else as before."""
         c = candidate or self.best
         names = list(self.output_names)
+        taken = {singular(n.lower()) for n in self.labelled_names}
+        for i, name in enumerate(names):
+            if singular(name.lower()) in taken and i not in c.class_order:
+                names[i] = f"class {i}"  # its name now belongs to the output the check found
         for label, output in enumerate(c.class_order):
             names[output] = self.labelled_names[label]
         return names
@@ -101,6 +105,8 @@ class FeedingCheck:
         """Return one plain sentence: the best recipe, or that nothing beats chance."""
         b = self.best
         figures = f"{b.correct}/{b.n} right ({b.accuracy:.0%})"
+        if len(self.labelled_names) < len(self.output_names):
+            figures += f", scoring only the outputs for {', '.join(self.labelled_names)}"
         if self.beats_chance:
             return (
                 f"Best: {self.feeding().describe()}, classes {self.order_label(b)}: {figures}, "
@@ -233,6 +239,9 @@ def check_feeding(
     by_name = name_order(labelled, output_names if output_names and len(output_names) == n_outputs else None)
     orders = _orders(n_outputs, len(labelled))
     feedings = list(feedings or candidate_feedings(size, channels))
+    # Photos of fewer classes than the model has (cats and dogs for a CIFAR-10 model): a photo
+    # counts as right when its class gets the highest score among the photos' classes.
+    subset = len(labelled) < n_outputs
 
     rows: list[Candidate] = []
     resized: dict[str, np.ndarray] = {}
@@ -250,13 +259,17 @@ def check_feeding(
             trying = [*trying, by_name]
         for order in trying:
             target = np.asarray(order)[labels]
+            if subset:  # which of the photos' classes the model rates highest (other outputs aside)
+                answer = np.asarray(order)[probabilities[:, list(order)].argmax(axis=1)]
+            else:
+                answer = predicted
             rows.append(
                 Candidate(
                     feeding.scaling,
                     feeding.channel_order,
                     feeding.resize,
                     tuple(int(o) for o in order),
-                    int((predicted == target).sum()),
+                    int((answer == target).sum()),
                     len(labels),
                     float(probabilities[np.arange(len(labels)), target].mean()),
                 )

@@ -219,6 +219,26 @@ def test_a_model_that_guesses_does_not_beat_chance(trained_bgr_unit):
     assert len(result.labelled_names) == 2 and result.n == 24
 
 
+def test_photos_of_fewer_classes_than_the_model_has(trained_bgr_unit):
+    """A 3-output model (dog, a distractor that always scores high, cat) on photos of cats and dogs."""
+    _, folder = trained_bgr_unit
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(3, 1, use_bias=False, name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="head")(x))
+    model.get_layer("conv").set_weights([np.eye(3, dtype=np.float32)[None, None]])
+    # Channel 2 is red when fed BGR; its mean over x/255 splits dogs (< 0.26) from cats (> 0.37).
+    kernel = np.zeros((3, 3), np.float32)
+    kernel[2] = [-50, 0, 50]
+    model.get_layer("head").set_weights([kernel, np.array([0.31 * 50, 5, -0.31 * 50], np.float32)])
+    result = check_folder(model, folder, limit=40, output_names=["dog", "cat", "bird"])
+    assert (result.best.scaling, result.best.channel_order) == ("unit", "BGR"), result.table(5)
+    assert result.best.accuracy > 0.9 and result.beats_chance
+    assert result.class_names() == ["dog", "class 1", "cat"]  # "cat" moved; no name twice
+    assert "scoring only the outputs for cat, dog" in result.verdict()
+    assert len(result.rows) == 20 * 6  # 3 x 2 ways to give two classes outputs
+
+
 def test_more_classes_in_the_photos_than_the_model_has(trained_bgr_unit, tmp_path):
     model, _ = trained_bgr_unit
     for name in ("ant", "bee", "cow"):
