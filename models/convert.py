@@ -326,7 +326,12 @@ def _keras3_twin(original, notes: list[str], what: str):
     """Return a Keras 3 model with the same architecture as a tf-keras model (no weights yet)."""
     import keras
 
-    config = _k3_entry({"class_name": type(original).__name__, "config": original.get_config()}, notes)
+    from models.registry import ModelLoadError
+
+    try:
+        config = _k3_entry({"class_name": type(original).__name__, "config": original.get_config()}, notes)
+    except ModelLoadError as err:
+        raise _error(f"{what}: {err}") from None
     try:
         model = keras.saving.deserialize_keras_object(config, safe_mode=True)
     except Exception as err:  # noqa: BLE001
@@ -341,6 +346,8 @@ def _keras3_twin(original, notes: list[str], what: str):
 def _k3_entry(entry: dict[str, Any], notes: list[str]) -> dict[str, Any]:
     cls = entry["class_name"]
     cfg = dict(entry.get("config") or {})
+    if cls == "TFOpLambda":
+        return _k3_rescaling(entry, cfg, notes)
     if cls == "Sequential":
         out = {
             "module": "keras",
@@ -349,6 +356,7 @@ def _k3_entry(entry: dict[str, Any], notes: list[str]) -> dict[str, Any]:
             "registered_name": None,
         }
     elif cls in ("Functional", "Model") and "layers" in cfg:
+        _renumber_nodes(cfg)
         out = {
             "module": "keras.src.models.functional",  # where Keras 3 itself says Functional lives
             "class_name": "Functional",
@@ -372,6 +380,81 @@ def _k3_entry(entry: dict[str, Any], notes: list[str]) -> dict[str, Any]:
         if key in entry:
             out[key] = entry[key]
     return out
+
+
+def _renumber_nodes(cfg: dict[str, Any]) -> None:
+    """Number each layer's calls 0, 1, ... as Keras 3 will create them.
+
+    tf-keras counts a node that a model or a Sequential made for itself when it was built, so
+    a backbone or an augmentation Sequential called once inside a functional model is called
+    at node 1 in its config; in Keras 3 that call is node 0.
+    """
+    refs: list[list] = []
+
+    def collect(value: Any) -> None:
+        if (
+            isinstance(value, list)
+            and len(value) >= 3
+            and isinstance(value[0], str)
+            and isinstance(value[1], int)
+        ):
+            refs.append(value)
+        elif isinstance(value, list):
+            for item in value:
+                collect(item)
+
+    for layer in cfg["layers"]:
+        collect(layer.get("inbound_nodes") or [])
+    collect(cfg.get("input_layers") or [])
+    collect(cfg.get("output_layers") or [])
+    used: dict[str, set[int]] = {}
+    for ref in refs:
+        used.setdefault(ref[0], set()).add(ref[1])
+    order = {name: {old: new for new, old in enumerate(sorted(nodes))} for name, nodes in used.items()}
+    for ref in refs:
+        ref[1] = order[ref[0]][ref[1]]
+
+
+def _k3_rescaling(entry: dict[str, Any], cfg: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """Return a Rescaling layer for a TFOpLambda that adds, subtracts, multiplies or divides by a
+    constant (model_files lets no other TFOpLambda through)."""
+    nodes = entry.get("inbound_nodes") or []
+    # tf-keras writes a TFOpLambda's one call as [[inbound, node, tensor, {"y": constant}]].
+    call = nodes[0] if len(nodes) == 1 and isinstance(nodes[0], list) else None
+    if call and call and isinstance(call[0], list) and len(call) == 1:
+        call = call[0]
+    if not call or not isinstance(call[0], str):
+        call = None
+    y = call[3].get("y") if call and len(call) > 3 and isinstance(call[3], dict) else None
+    if (
+        not isinstance(y, (int, float))
+        or isinstance(y, bool)
+        or (cfg.get("function") == "math.truediv" and y == 0)
+    ):
+        raise _error(
+            f"a TensorFlow operation in the model ({cfg.get('function')}) is not arithmetic with a constant"
+        )
+    scale, offset = {
+        "math.truediv": (1.0 / y, 0.0),
+        "math.multiply": (float(y), 0.0),
+        "math.subtract": (1.0, -float(y)),
+        "math.add": (1.0, float(y)),
+        "__operators__.add": (1.0, float(y)),
+    }[cfg["function"]]
+    _note(notes, "TensorFlow arithmetic inside the model (preprocess_input) rebuilt as Rescaling layers")
+    return {
+        "module": "keras.layers",
+        "class_name": "Rescaling",
+        "config": {
+            "name": entry.get("name", cfg.get("name")),
+            "scale": scale,
+            "offset": offset,
+            "dtype": "float32",
+        },
+        "registered_name": None,
+        "name": entry.get("name", cfg.get("name")),
+        "inbound_nodes": [[[call[0], call[1], call[2], {}]]],
+    }
 
 
 def _single(refs: Any) -> Any:
@@ -423,7 +506,7 @@ def _k3_layer(cls: str, cfg: dict[str, Any], notes: list[str]) -> dict[str, Any]
         if key in _SHAPE_KEYS or key.endswith(_TRAINING_ONLY):
             continue
         if key not in accepts:
-            if not (key == "groups" and value == 1):
+            if not (key == "groups" and value == 1) and key != "rng_type":
                 _note(notes, f"{cls}: dropped the Keras 2 setting {key}={value!r}")
             continue
         if key in ("layer", "backward_layer", "cell") and isinstance(value, dict) and "class_name" in value:

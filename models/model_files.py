@@ -51,6 +51,9 @@ DATA_CLASSES = {
     "__keras_tensor__",
 }
 MODEL_CLASSES = {"Sequential", "Functional", "Model"}
+# The TensorFlow functions a TFOpLambda may call: arithmetic with a constant, which is what
+# ``keras.applications.*.preprocess_input`` called inside a model leaves (x / 127.5 - 1).
+SCALAR_OPS = {"math.truediv", "math.multiply", "math.subtract", "math.add", "__operators__.add"}
 TRUSTED_MODULE_ROOTS = {"keras", "tf_keras", "tensorflow"}
 
 
@@ -147,7 +150,9 @@ def check_config(config: Any, what: str = "the model") -> None:
             )
         name = node.get("class_name")
         if isinstance(name, str):
-            if name in CODE_CARRIERS:
+            if name == "TFOpLambda" and _scalar_op(node):
+                pass  # x / 127.5 - 1 and the like: rebuilt as a Rescaling layer (models.convert)
+            elif name in CODE_CARRIERS:
                 called = (
                     (node.get("config") or {}).get("function")
                     if isinstance(node.get("config"), dict)
@@ -161,12 +166,12 @@ def check_config(config: Any, what: str = "the model") -> None:
                 raise _error(
                     f"{what}: refused: it holds {CODE_CARRIERS[name]}{also}, which is never run here"
                 )
-            if name == "function":  # Keras 3 spells a built-in activation this way
+            elif name == "function":  # Keras 3 spells a built-in activation this way
                 if not isinstance(node.get("config"), str) or not _built_in_activation(node["config"]):
                     raise _error(
                         f"{what}: refused: it names a function that is not a built-in Keras activation"
                     )
-            elif name not in allowed:
+            elif name not in allowed and name != "TFOpLambda":
                 raise _error(
                     f"{what}: refused: it uses the class {name[:60]!r}, which is not a built-in Keras layer "
                     "(custom code is never imported or run here)"
@@ -189,6 +194,11 @@ def check_config(config: Any, what: str = "the model") -> None:
 
 
 _NAMED_OBJECT = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,60}")
+
+
+def _scalar_op(node: dict[str, Any]) -> bool:
+    config = node.get("config")
+    return isinstance(config, dict) and config.get("function") in SCALAR_OPS
 
 
 def _check_named_function(key: str, value: str, what: str) -> None:

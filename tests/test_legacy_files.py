@@ -102,11 +102,26 @@ def built_later(tfk):
     return model
 
 
+def transfer_tutorial(tfk):
+    """TensorFlow's transfer-learning tutorial in miniature: augmentation layers, preprocess_input
+    called inside the model (TensorFlow arithmetic layers), a functional backbone called with
+    training=False inside a functional model, a logit output."""
+    inputs = tfk.Input((24, 24, 3))
+    x = tfk.Sequential([tfk.layers.RandomFlip("horizontal"), tfk.layers.RandomRotation(0.2)])(inputs)
+    x = tfk.applications.mobilenet_v2.preprocess_input(x)
+    backbone = nested_backbone(tfk).layers[0].layers[0]
+    x = backbone(x, training=False)
+    x = tfk.layers.GlobalAveragePooling2D()(x)
+    x = tfk.layers.Dropout(0.2)(x)
+    return tfk.Model(inputs, tfk.layers.Dense(1)(x))
+
+
 BUILDERS = {
     "sigmoid_head": sequential_sigmoid_head,
     "grey_28": grey_ten_classes,
     "nested": nested_backbone,
     "built_later": built_later,
+    "tutorial": transfer_tutorial,
 }
 
 
@@ -158,6 +173,16 @@ def test_hdf5_converts_with_the_same_outputs(legacy, name, tmp_path):
     assert conversion.saved_by.startswith("Keras 2.")
     assert conversion.describe().startswith("converted from HDF5 written by Keras 2.")
     assert_same(conversion, case)
+
+
+def test_preprocess_input_inside_the_model_becomes_rescaling(legacy, tmp_path):
+    import keras
+
+    conversion = convert_to_keras3(legacy["tutorial"]["files"]["h5"], cache_dir=tmp_path)
+    model = keras.saving.load_model(conversion.keras_path, safe_mode=True)
+    rescaling = [layer for layer in model.layers if isinstance(layer, keras.layers.Rescaling)]
+    assert [(r.scale, r.offset) for r in rescaling] == [(1 / 127.5, 0.0), (1.0, -1.0)]
+    assert any("Rescaling" in note for note in conversion.notes)
 
 
 @pytest.mark.parametrize("name", sorted(BUILDERS))
