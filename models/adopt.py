@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nCheck on {adopted.check.n} labelled photos from {args.labelled}:")
         print(_text_table(adopted.check.table(12)))
         if len(adopted.check.rows) > 12:
-            print(f"… {len(adopted.check.rows) - 12} more ways, all worse")
+            print(f"… {len(adopted.check.rows) - 12} more ways, ranked lower")
         print(adopted.check.verdict())
     else:
         print("\nNot checked (no --labelled photos): " + adopted.card.notes)
