@@ -154,8 +154,14 @@ def home() -> None:
 
 
 @asynccontextmanager
-async def warm_up_at_start(_app):
+async def at_start(_app):
     """Start loading and tracing the models as the server starts, before any browser connects."""
+    # Streamlit treats an app with a pages/ folder as a folder-of-pages app until some run has
+    # called st.navigation: a first visit straight to /Inspect would run that page alone, with
+    # a bare page list and none of main(). This app always calls st.navigation, so say so now.
+    from streamlit.runtime.pages_manager import PagesManager
+
+    PagesManager.uses_pages_directory = False
     warmup.start()
     yield
 
@@ -207,4 +213,4 @@ if __name__ == "__main__":  # Streamlit runs this file as the app's script, once
 else:
     # `streamlit run app.py` imports this file once, finds this st.App and serves it (the
     # script above is still this file): the lifespan hook runs as the server starts.
-    app = st.App(__file__, lifespan=warm_up_at_start)
+    app = st.App(__file__, lifespan=at_start)

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+import time
+import urllib.request
 
+import pytest
+
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port, needs_chromium
 from tests.test_pages import assert_clean, run
 
 
@@ -62,7 +69,38 @@ def test_the_warm_up_can_be_switched_off(monkeypatch):
 def test_streamlit_run_serves_app_py_with_the_start_up_hook():
     from streamlit.web.server.app_discovery import discover_asgi_app
 
-    from tests.conftest import ROOT
-
     found = discover_asgi_app(ROOT / "app.py")
     assert found.is_asgi_app and found.app_name == "app", found
+
+
+@pytest.mark.browser
+@needs_chromium
+def test_a_first_visit_straight_to_inspect_gets_the_app_and_the_warm_up_note(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
+    command += ["--server.address", "127.0.0.1", "--server.headless", "true"]
+    with open(tmp_path / "streamlit.log", "w") as log:
+        server = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.3)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            page.goto(f"{url}/Inspect", timeout=120_000)
+            # app.py ran (its page list, not the pages/ folder's), and it says what is warming up
+            page.get_by_text("Warming up (first start only)").first.wait_for(timeout=180_000)
+            nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
+            assert "Home" in nav and "app" not in nav.split(), nav
+            browser.close()
+    finally:
+        server.kill()  # mid-warm-up: nothing to save
+        server.wait(timeout=30)
