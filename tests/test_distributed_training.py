@@ -105,7 +105,7 @@ def test_two_devices_give_the_weights_of_one(runs):
     Tolerance: 1e-4 absolute on every weight after 4 SGD steps (2 epochs of 2). The two runs
     do the same arithmetic but for the order of float32 sums (the gradient and batch-norm
     all-reduces add two halves; one device adds all at once), whose rounding (about 1e-7
-    relative) SGD carries forward: under 1e-5 here. A wrong split (a shard's gradient
+    relative) SGD carries forward over four steps. A wrong split (a shard's gradient
     instead of the global mean, per-device batch-norm statistics, or other augmentation on
     each device) moves weights by 1e-3 or more, the scale of a real difference in training
     (the options run below, with the same seed, differs from it by more than that).
