@@ -145,7 +145,7 @@ def find(name_or_path: str, extra: str | Path | None = None) -> RegistryEntry:
         if name_or_path in (entry.name, entry.path.stem):
             return entry
     path = Path(name_or_path)
-    if path.is_file():
+    if path.is_file() or (path / "saved_model.pb").is_file():
         return entry_for(path)
     known = ", ".join(e.name for e in scan(extra)) or "none"
     raise ModelLoadError(f"no model called {name_or_path!r} (known: {known}) and no such file")
