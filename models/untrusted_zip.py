@@ -64,7 +64,12 @@ def _check_members(archive: zipfile.ZipFile, name: str) -> list[zipfile.ZipInfo]
 
 def _plan(members: list[zipfile.ZipInfo], name: str) -> tuple[str, dict[str, zipfile.ZipInfo]]:
     """Return the kind of model inside and {our name: member} for the members to write."""
-    by_path = {m.filename.replace("\\", "/"): m for m in members}
+    by_path = {
+        m.filename.replace("\\", "/"): m
+        for m in members
+        # macOS' Finder adds __MACOSX/ and ._name copies of every file: metadata, not models.
+        if not m.filename.startswith("__MACOSX/") and not PurePosixPath(m.filename).name.startswith("._")
+    }
     roots = sorted(p[: -len("saved_model.pb")] for p in by_path if PurePosixPath(p).name == "saved_model.pb")
     if len(roots) > 1:
         raise UnsafeArchive(f"{name}: the archive holds {len(roots)} SavedModels; give one at a time")

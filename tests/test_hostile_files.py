@@ -232,7 +232,10 @@ def test_zip_limits_and_names_we_make(hostile, tmp_path, monkeypatch):
     refused(big, "unpacks to more than", tmp_path)
     monkeypatch.undo()
     # A good zip: the member's own name ("weird name;rm -rf.h5") never becomes a path here.
-    good = make_zip(tmp_path / "good.zip", {"dir/weird name;rm -rf.h5": model, "labels.txt": b"0 a\n1 b\n"})
+    good = make_zip(
+        tmp_path / "good.zip",
+        {"dir/weird name;rm -rf.h5": model, "labels.txt": b"0 a\n1 b\n", "__MACOSX/dir/._weird.h5": b"mac"},
+    )
     unpacked = untrusted_zip.unpack_model_zip(good, tmp_path / "ours")
     assert sorted(p.name for p in (tmp_path / "ours").rglob("*")) == ["model.h5"]
     assert unpacked.model == tmp_path / "ours" / "model.h5"
