@@ -159,11 +159,14 @@ def labels_beside(path: str | Path) -> list[str] | None:
     return None
 
 
-def free_name(stem: str, folder: Path) -> str:
-    """Return a file name we make from ``stem`` (letters, digits, _ and -) not yet used in ``folder``."""
+def free_name(stem: str, folder: Path, taken: set[str] | frozenset[str] = frozenset()) -> str:
+    """Return a file name we make from ``stem`` (letters, digits, _ and -) not yet used in ``folder``.
+
+    ``taken`` holds other names to avoid (the registry's, so a shipped model keeps its name).
+    """
     base = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(stem).stem).strip("_-")[:40] or "model"
     name, n = base, 2
-    while (folder / f"{name}.keras").exists() or (folder / f"{name}.json").exists():
+    while name in taken or (folder / f"{name}.keras").exists() or (folder / f"{name}.json").exists():
         name, n = f"{base}_{n}", n + 1
     return name
 
@@ -237,9 +240,11 @@ def save_adopted(
     check: FeedingCheck | None = None,
 ) -> Adopted:
     """Return the model written as ``NAME.keras`` with its card ``NAME.json`` in ``folder`` (a free name)."""
+    from models.registry import scan
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    name = free_name(stem, folder)
+    name = free_name(stem, folder, {e.name for e in scan(folder)})
     card = first_card(name, explainer, opened.origin, class_names)
     if check is not None:
         check.apply(card)

@@ -38,26 +38,27 @@ if file is not None and file.name.lower().endswith(".json"):
         st.info("Add the weights file that goes with this architecture.")
 if file is not None and (weights is not None or not file.name.lower().endswith(".json")):
     model_file = uploads.Upload(file.name, file.getvalue())
+    extra = uploads.Upload(weights.name, weights.getvalue()) if weights is not None else None
+    key = model_file.digest + (f"+{extra.digest}" if extra else "")
     handled = st.session_state.setdefault("models_handled", {})
-    if model_file.digest not in handled:
-        existing = uploads.already_added(model_file.digest)
+    if key not in handled:
+        existing = uploads.already_added(model_file.digest) if extra is None else None
         if existing is not None:
-            handled[model_file.digest] = f"{file.name} is already here, as {existing.name}."
+            handled[key] = f"{file.name} is already here, as {existing.name}."
             st.session_state["models_pick"] = existing.name
         else:
             bar = st.progress(0.0, text=f"Reading {file.name}…")
             try:
-                extra = uploads.Upload(weights.name, weights.getvalue()) if weights is not None else None
                 adopted = uploads.add_upload(
                     model_file, extra, progress=lambda f, text: bar.progress(f, text=text)
                 )
                 done = f"Added {file.name} as {adopted.name}: {adopted.found.converted_from}."
-                handled[model_file.digest] = done
+                handled[key] = done
                 st.session_state["models_pick"] = adopted.name
             except (ModelLoadError, ValueError, OSError) as err:
-                handled[model_file.digest] = f"error: {err}"
+                handled[key] = f"error: {err}"
             bar.empty()
-    message = handled[model_file.digest]
+    message = handled[key]
     if message.startswith("error: "):
         st.error(f"{file.name}: {message[7:]}")
     else:

@@ -200,3 +200,14 @@ def test_json_with_weights_and_savedmodel_zip_uploads(user_dir, tmp_path):
     adopted = add_upload(Upload("saved_model.zip", Path(zipped).read_bytes()))
     assert "SavedModel" in adopted.found.converted_from
     assert sorted(p.name for p in user_dir.glob("*.keras")) == ["arch.keras", "saved_model.keras"]
+
+
+def test_an_upload_does_not_take_a_shipped_models_name(user_dir, trained):
+    from models.registry import DEFAULT_DIR, scan
+    from ui.model_uploads import Upload, add_upload
+
+    shipped = [e.name for e in scan() if e.path.parent == DEFAULT_DIR]
+    if not shipped:
+        pytest.skip("no shipped models in models/shipped")
+    adopted = add_upload(Upload(f"{shipped[0]}.keras", trained[0].read_bytes()))
+    assert adopted.name == f"{shipped[0]}_2"
