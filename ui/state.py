@@ -240,21 +240,6 @@ def _input_of(loaded: LoadedModel, photo: Photo) -> np.ndarray:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _score_cam(model_key: str, digest: str, layer: str, target: int, _loaded, _photo) -> np.ndarray:
-    from explain.score_cam import score_cam
-
-    result = explain(_loaded, _photo, [layer], target, ("gradcam",), keep=layer)
-    return score_cam(
-        _loaded.explainer, _input_of(_loaded, _photo), result.kept_activations[0], int(result.targets[0])
-    )
-
-
-def score_cam_map(loaded: LoadedModel, photo: Photo, layer: str, target: int) -> np.ndarray:
-    """Return the Score-CAM of one photo at one layer (cached; about 64 forward passes)."""
-    return _score_cam(f"{loaded.name}:{id(loaded.explainer)}", photo.digest, layer, target, loaded, photo)
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
 def _faithfulness(model_key: str, digest: str, layer: str, target: int, method: str, _loaded, _photo, _cam):
     from explain.cams import normalize
     from explain.faithfulness import faithfulness
