@@ -71,9 +71,20 @@ def convert_to_keras3(path: Path, weights: Path | None = None, cache_dir: Path |
         With a one-line reason, for any file refused by the safety check or that cannot be
         converted faithfully (outputs differing by more than 1e-4).
     """
-    from models.model_files import sniff
+    from models.registry import ModelLoadError
 
     path = Path(path)
+    try:
+        return _convert_any(path, Path(weights) if weights else None, cache_dir)
+    except ModelLoadError:
+        raise
+    except Exception as err:  # noqa: BLE001 - whatever a strange file trips, the app gets one line
+        raise _error(f"{path.name}: cannot be converted ({type(err).__name__}: {_short(err)})") from None
+
+
+def _convert_any(path: Path, weights: Path | None, cache_dir: Path | None) -> Conversion:
+    from models.model_files import sniff
+
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if not path.exists():
         raise _error(f"{path.name}: no such file")
@@ -82,7 +93,7 @@ def convert_to_keras3(path: Path, weights: Path | None = None, cache_dir: Path |
         return Conversion(path, "Keras 3", "Keras 3", sha256_of([path]), [])
     if kind == "zip":
         return _convert_zip(path, cache)
-    model_path, weights_path = _pair(path, Path(weights) if weights else None, kind)
+    model_path, weights_path = _pair(path, weights, kind)
     sources = [model_path] if weights_path is None else [model_path, weights_path]
     digest = sha256_of(sources)
     hit = _cached(cache, digest)
