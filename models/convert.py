@@ -331,6 +331,8 @@ def _short(err: Exception, n: int = 160) -> str:
 _BASE_KEYS = {"name", "trainable", "dtype"}
 _SHAPE_KEYS = {"batch_input_shape", "input_shape", "batch_size", "input_dim", "build_config"}
 _TRAINING_ONLY = ("_initializer", "_regularizer", "_constraint")
+# Settings Keras 3 renamed (the old name would be dropped, and the model change).
+_RENAMED = {("LeakyReLU", "alpha"): "negative_slope"}
 
 
 def _keras3_twin(original, notes: list[str], what: str):
@@ -514,6 +516,7 @@ def _k3_layer(cls: str, cfg: dict[str, Any], notes: list[str]) -> dict[str, Any]
     accepts = {p for p in params if p not in ("self", "kwargs", "args")} | _BASE_KEYS
     out: dict[str, Any] = {}
     for key, value in cfg.items():
+        key = _RENAMED.get((cls, key), key)
         if key in _SHAPE_KEYS or key.endswith(_TRAINING_ONLY):
             continue
         if key not in accepts:

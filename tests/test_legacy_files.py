@@ -38,7 +38,7 @@ def randomised(model):
 
 def sequential_sigmoid_head(tfk):
     """Standalone-Keras style: input shape on the first Conv2D, separate Activation layers,
-    batch norm, an L2 regularizer and old initializers; one sigmoid output."""
+    LeakyReLU, batch norm, an L2 regularizer and old initializers; one sigmoid output."""
     reg = tfk.regularizers.l2(1e-4)
     return tfk.Sequential(
         [
@@ -49,7 +49,7 @@ def sequential_sigmoid_head(tfk):
             tfk.layers.Activation("relu"),
             tfk.layers.MaxPooling2D(),
             tfk.layers.Conv2D(6, 3, padding="same", bias_initializer=tfk.initializers.Constant(0.1)),
-            tfk.layers.Activation("relu"),
+            tfk.layers.LeakyReLU(alpha=0.1),  # Keras 3 calls it negative_slope
             tfk.layers.Flatten(),
             tfk.layers.Dense(8),
             tfk.layers.Dropout(0.5),
