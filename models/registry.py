@@ -65,7 +65,11 @@ def user_models_dir() -> Path:
 
 
 def scan(extra: str | Path | None = None) -> list[RegistryEntry]:
-    """Return the models in the default folder, ``$CVD_MODELS_DIR`` and ``extra``."""
+    """Return the models in the default folder, ``$CVD_MODELS_DIR`` and ``extra``.
+
+    Model files (``.keras``, ``.h5``, ``.hdf5``) everywhere; in user folders also SavedModel
+    folders and zips whose member list names a model (no member is read).
+    """
     entries: list[RegistryEntry] = []
     seen: set[str] = set()
     for folder, source in model_folders(extra):
