@@ -462,21 +462,30 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def layers_in(records: list[dict]) -> list[str]:
+    """Return the layers the records' cells were made at, in the order first seen."""
+    return list(dict.fromkeys(c["layer"] for r in records for c in r["cells"] if c["layer"] is not None))
+
+
+def plain(value):
+    """Return ``value`` with NaN and infinities as None (strict JSON)."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from types import SimpleNamespace
+
     from explain.explainer import Explainer
     from models.data import list_labelled
     from models.registry import completed_card, find, load_model
 
-    try:
-        entry = find(args.model)
-        model = load_model(entry.path)
-        explainer = Explainer.from_card(model, completed_card(entry, model))
-        files = list_labelled(args.data, explainer.class_names)
-        layers = board_layers(explainer, args.layers)
-    except (FileNotFoundError, KeyError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     settings = {
         "steps": args.steps,
         "road_fractions": list(args.road),
@@ -486,6 +495,25 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
     }
     out = Path(args.out)
+    try:
+        entry = find(args.model)
+        if args.aggregate_only:
+            # No model to load: the card has the classes and the size, the records the layers.
+            prep = entry.card.preprocessing
+            explainer = SimpleNamespace(
+                class_names=list(entry.card.class_names), input_shape=(*prep.input_size, 3)
+            )
+            layers = args.layers or layers_in(
+                read_records(out.with_name(out.name + ".photos.jsonl"), settings)
+            )
+        else:
+            model = load_model(entry.path)
+            explainer = Explainer.from_card(model, completed_card(entry, model))
+            layers = board_layers(explainer, args.layers)
+        files = list_labelled(args.data, explainer.class_names)
+    except (FileNotFoundError, KeyError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     out.parent.mkdir(parents=True, exist_ok=True)
     board = run(
         explainer,
@@ -501,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
         compute=not args.aggregate_only,
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )
-    out.write_text(json.dumps(board, indent=1, allow_nan=True) + "\n")
+    out.write_text(json.dumps(plain(board), indent=1) + "\n")
     print(f"wrote {out}: {board['photos']} photos, {len(board['rows'])} method x layer cells")
     return 0
 
