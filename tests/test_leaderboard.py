@@ -123,3 +123,31 @@ def test_leaderboard_on_a_tiny_model(tmp_path):
         explainer, files, out, "tiny", "pets", None, list(METHODS), layers, settings, log=lines.append
     )
     assert len(lines) == 4 and again["rows"] == board["rows"]
+
+
+def test_aggregate_only_writes_the_board_from_finished_photos_without_the_model(
+    small_model_dir, tmp_path, monkeypatch
+):
+    from explain.methods import METHODS
+    from study.leaderboard import main
+
+    monkeypatch.setenv("CVD_MODELS_DIR", str(small_model_dir))
+    pets = make_pets(tmp_path / "pets")
+    settings = {
+        "steps": 4,
+        "road_fractions": [0.25, 0.75],
+        "slow_channels": 64,
+        "randomisation": True,
+        "random_methods": list(METHODS),
+        "seed": 0,
+    }
+    cells = [{"method": "gradcam", "layer": "conv3", "deletion": 0.2, "random_spearman": float("nan")}]
+    record = {"photo": "cat_0.png", "label": 0, "predicted": 0, "settings": settings, "cells": cells}
+    out = tmp_path / "board.json"
+    (tmp_path / "board.json.photos.jsonl").write_text(json.dumps(record) + "\n" + '{"cut off')
+    assert main(["--model", "tiny", "--data", str(pets), "--aggregate-only", "--out", str(out)]) == 0
+    board = json.loads(out.read_text())  # strict JSON: the NaN became null
+    assert (
+        board["photos"] == 1 and board["layers"] == ["conv3"] and board["per_class"] == {"cat": 1, "dog": 0}
+    )
+    assert board["rows"][0]["deletion"] == 0.2 and board["rows"][0]["random_spearman"] is None
