@@ -1,8 +1,8 @@
 """Ablation-CAM (Desai & Ramaswamy 2020): channels weighted by how much the class score drops
 when that channel of the layer is zeroed.
 
-One forward pass per channel: the photo is repeated ``batch_size`` times and each copy has a
-different channel zeroed at the layer (through ``explain.graph.walk``'s output hook, so nested
+One forward pass per channel: the photo is repeated ``batch_size`` times (default: 8 on a CPU,
+32 with a GPU) and each copy has a different channel zeroed at the layer (through ``explain.graph.walk``'s output hook, so nested
 backbones and skip connections work and the user's model is not changed). Only the
 ``max_channels`` strongest channels (by mean activation) are ablated, as for Score-CAM; the
 others get weight 0. No gradients.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from explain.attributions import default_batch_size
 from explain.explainer import Explainer
 
 
@@ -41,7 +42,7 @@ def ablation_cam(
     activations: np.ndarray,
     target: int,
     max_channels: int | None = 64,
-    batch_size: int = 32,
+    batch_size: int | None = None,
 ) -> np.ndarray:
     """Return the (h, w) Ablation-CAM of one model input ``image`` (H, W, C) at ``layer``,
     whose activations for that image are ``activations`` (h, w, channels).
@@ -59,6 +60,7 @@ def ablation_cam(
     t = tf.constant(int(target), tf.int32)
     score = float(fn(x, tf.ones((1, channels), tf.float32), t).numpy()[0])
     weights = np.zeros(channels, np.float32)
+    batch_size = batch_size or default_batch_size(backward=False)
     for start in range(0, count, batch_size):
         part = chosen[start : start + batch_size]
         keep = np.ones((len(part), channels), np.float32)

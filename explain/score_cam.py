@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from explain.attributions import default_batch_size
 from explain.explainer import Explainer
 from explain.overlay import upsample
 
@@ -31,7 +32,7 @@ def score_cam(
     activations: np.ndarray,
     target: int,
     max_channels: int = 64,
-    batch_size: int = 32,
+    batch_size: int | None = None,
 ) -> np.ndarray:
     """Return the (h, w) Score-CAM of one model input ``image`` (H, W, C) at a layer whose
     activations for that image are ``activations`` (h, w, channels)."""
@@ -40,6 +41,7 @@ def score_cam(
     chosen = activations[..., keep]
     masks = channel_masks(chosen, image.shape[:2])
     scores = np.empty(len(keep), np.float64)
+    batch_size = batch_size or default_batch_size(backward=False)
     for start in range(0, len(keep), batch_size):
         part = masks[start : start + batch_size]
         masked = image[None] * part[..., None]
