@@ -1,11 +1,11 @@
 """Ablation-CAM (Desai & Ramaswamy 2020): channels weighted by how much the class score drops
 when that channel of the layer is zeroed.
 
-One forward pass per channel: the photo is repeated ``batch_size`` times (default: 8 on a CPU,
-32 with a GPU) and each copy has a different channel zeroed at the layer (through ``explain.graph.walk``'s output hook, so nested
-backbones and skip connections work and the user's model is not changed). Only the
-``max_channels`` strongest channels (by mean activation) are ablated, as for Score-CAM; the
-others get weight 0. No gradients.
+One forward pass per channel: the photo is repeated ``batch_size`` times (default: 8 on a
+CPU, 32 with a GPU) and each copy has a different channel zeroed at the layer (through
+``explain.graph.walk``'s output hook, so nested backbones and skip connections work and the
+user's model is not changed). Only the ``max_channels`` strongest channels (by mean
+activation) are ablated, as for Score-CAM; the others get weight 0. No gradients.
 """
 
 from __future__ import annotations
