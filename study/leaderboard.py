@@ -14,7 +14,8 @@ layer) gives one map, scored by:
 - pointing game and energy share on the animal (higher; chance is the animal's share),
 - randomisation similarity: rank correlation and SSIM of the map with the same method's map
   on the model with every weight re-initialised (Adebayo et al. 2018; lower is better),
-- seconds to make the map on this machine (one-pass CAMs share one pass: its time).
+- seconds to make the map on this machine, the median over the photos (one-pass CAMs share
+  one pass: its time).
 
 Photos go in a seeded order that alternates the classes, so any prefix is balanced. Each
 finished photo is appended to ``OUT.photos.jsonl``; a rerun with the same settings skips the
@@ -217,6 +218,11 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
+def _median(values: list[float]) -> float:
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.median(finite)) if finite else float("nan")
+
+
 def rank(values: Sequence[float], better: str) -> list[int | None]:
     """Return competition ranks (1 = best, ties share the best rank; NaN gets None)."""
     values = np.asarray(values, dtype=np.float64)
@@ -255,7 +261,8 @@ def aggregate(records: list[dict], meta: dict) -> dict:
         }
         for name in (*METRICS, *EXTRA):
             if name in bucket:
-                row[name] = _mean(bucket[name])
+                # Seconds: the median, as the first photo also pays for tracing the passes.
+                row[name] = _median(bucket[name]) if name == "seconds" else _mean(bucket[name])
                 if name in METRICS:
                     finite = [v for v in bucket[name] if v is not None and np.isfinite(v)]
                     row[name + "_sd"] = float(np.std(finite)) if finite else float("nan")
