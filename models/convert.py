@@ -243,8 +243,7 @@ def _convert(
         notes.append("weights read by Keras 3; no tf-keras original to compare outputs with")
         difference = None
     else:
-        _copy_weights(original, converted, what)
-        if converted.count_params() != original.count_params():
+        if _copy_weights(original, converted, what) != original.count_params():
             raise _error(f"{what}: the Keras 3 model has other weights than the original; refused")
         difference = _compare(original, converted, what)
     saved_by = info.saved_by or (weights_info.saved_by if weights_info else "")
@@ -359,8 +358,8 @@ def _keras3_twin(original, notes: list[str], what: str):
 def _k3_entry(entry: dict[str, Any], notes: list[str]) -> dict[str, Any]:
     cls = entry["class_name"]
     cfg = dict(entry.get("config") or {})
-    if cls == "TFOpLambda":
-        return _k3_rescaling(entry, cfg, notes)
+    if cls in ("TFOpLambda", "SlicingOpLambda"):
+        return _k3_tf_op(entry, cfg, notes)
     if cls == "Sequential":
         out = {
             "module": "keras",
@@ -428,44 +427,73 @@ def _renumber_nodes(cfg: dict[str, Any]) -> None:
         ref[1] = order[ref[0]][ref[1]]
 
 
-def _k3_rescaling(entry: dict[str, Any], cfg: dict[str, Any], notes: list[str]) -> dict[str, Any]:
-    """Return a Rescaling layer for a TFOpLambda that adds, subtracts, multiplies or divides by a
-    constant (model_files lets no other TFOpLambda through)."""
+def _k3_tf_op(entry: dict[str, Any], cfg: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """Return Keras layers for the TensorFlow operations ``preprocess_input`` leaves in a model.
+
+    model_files lets only these through: arithmetic with a constant (-> Rescaling), a channel
+    flip ``x[..., ::-1]`` (-> a 1x1 convolution whose kernel is the permutation) and
+    ``bias_add`` of a constant (-> Normalization with that mean and variance 1).
+    """
+    function = cfg.get("function")
     nodes = entry.get("inbound_nodes") or []
-    # tf-keras writes a TFOpLambda's one call as [[inbound, node, tensor, {"y": constant}]].
+    # tf-keras writes a TFOpLambda's one call as [[inbound, node, tensor, {arguments}]].
     call = nodes[0] if len(nodes) == 1 and isinstance(nodes[0], list) else None
-    if call and call and isinstance(call[0], list) and len(call) == 1:
+    if call and isinstance(call[0], list) and len(call) == 1:
         call = call[0]
-    if not call or not isinstance(call[0], str):
-        call = None
-    y = call[3].get("y") if call and len(call) > 3 and isinstance(call[3], dict) else None
-    if (
-        not isinstance(y, (int, float))
-        or isinstance(y, bool)
-        or (cfg.get("function") == "math.truediv" and y == 0)
-    ):
+    if not call or not isinstance(call[0], str) or len(call) < 4 or not isinstance(call[3], dict):
         raise _error(
-            f"a TensorFlow operation in the model ({cfg.get('function')}) is not arithmetic with a constant"
+            f"a TensorFlow operation in the model ({function}) is not called as preprocess_input calls it"
         )
-    scale, offset = {
-        "math.truediv": (1.0 / y, 0.0),
-        "math.multiply": (float(y), 0.0),
-        "math.subtract": (1.0, -float(y)),
-        "math.add": (1.0, float(y)),
-        "__operators__.add": (1.0, float(y)),
-    }[cfg["function"]]
-    _note(notes, "TensorFlow arithmetic inside the model (preprocess_input) rebuilt as Rescaling layers")
+    args = call[3]
+    name = entry.get("name", cfg.get("name"))
+    layer = {"name": name, "dtype": "float32"}
+    if function == "__operators__.getitem":
+        spec = args.get("slice_spec")
+        flip = spec == [Ellipsis, {"start": None, "stop": None, "step": -1}] or spec == [
+            {"class_name": "__ellipsis__"},
+            {"start": None, "stop": None, "step": -1},
+        ]
+        if not flip:
+            raise _error(f"a slice in the model ({str(spec)[:60]}) is not preprocess_input's channel flip")
+        # RGB <-> BGR as a 1x1 convolution: exact, and a Keras layer Keras 3 saves and loads.
+        perm = [[[[1.0 if i + j == 2 else 0.0 for j in range(3)] for i in range(3)]]]
+        class_name = "Conv2D"
+        layer |= {
+            "filters": 3,
+            "kernel_size": [1, 1],
+            "use_bias": False,
+            "kernel_initializer": {"class_name": "Constant", "config": {"value": perm}},
+        }
+        _note(notes, "preprocess_input's RGB-to-BGR flip inside the model rebuilt as a 1x1 convolution")
+    elif function == "nn.bias_add":
+        bias = args.get("bias")
+        if not (isinstance(bias, list) and bias and all(isinstance(b, (int, float)) for b in bias)):
+            raise _error("a bias_add in the model does not add constants")
+        class_name = "Normalization"
+        layer |= {"axis": -1, "mean": [-float(b) for b in bias], "variance": [1.0] * len(bias)}
+        _note(notes, "preprocess_input's mean subtraction inside the model rebuilt as a Normalization layer")
+    else:
+        y = args.get("y")
+        if not isinstance(y, (int, float)) or isinstance(y, bool) or (function == "math.truediv" and y == 0):
+            raise _error(
+                f"a TensorFlow operation in the model ({function}) is not arithmetic with a constant"
+            )
+        scale, offset = {
+            "math.truediv": (1.0 / y, 0.0),
+            "math.multiply": (float(y), 0.0),
+            "math.subtract": (1.0, -float(y)),
+            "math.add": (1.0, float(y)),
+            "__operators__.add": (1.0, float(y)),
+        }[function]
+        class_name = "Rescaling"
+        layer |= {"scale": scale, "offset": offset}
+        _note(notes, "TensorFlow arithmetic inside the model (preprocess_input) rebuilt as Rescaling layers")
     return {
         "module": "keras.layers",
-        "class_name": "Rescaling",
-        "config": {
-            "name": entry.get("name", cfg.get("name")),
-            "scale": scale,
-            "offset": offset,
-            "dtype": "float32",
-        },
+        "class_name": class_name,
+        "config": layer,
         "registered_name": None,
-        "name": entry.get("name", cfg.get("name")),
+        "name": name,
         "inbound_nodes": [[[call[0], call[1], call[2], {}]]],
     }
 
@@ -550,9 +578,11 @@ def _is_model(layer) -> bool:
     return hasattr(layer, "layers") and isinstance(getattr(layer, "layers", None), list)
 
 
-def _copy_weights(src, dst, what: str) -> None:
-    """Copy every layer's weights from the tf-keras model into its Keras 3 twin, by name."""
+def _copy_weights(src, dst, what: str) -> int:
+    """Copy every layer's weights from the tf-keras model into its Keras 3 twin, by name;
+    return how many numbers were copied."""
     by_name = {layer.name: layer for layer in dst.layers}
+    copied = 0
     for layer in src.layers:
         target = by_name.get(layer.name)
         if target is None:
@@ -560,9 +590,11 @@ def _copy_weights(src, dst, what: str) -> None:
                 raise _error(f"{what}: layer {layer.name} has no counterpart in the Keras 3 model")
             continue
         if _is_model(layer) and _is_model(target):
-            _copy_weights(layer, target, what)
+            copied += _copy_weights(layer, target, what)
             continue
         values = layer.get_weights()
+        if not values:
+            continue  # e.g. preprocess_input's channel flip: its Keras 3 kernel is built in
         if len(values) != len(target.weights):
             raise _error(
                 f"{what}: layer {layer.name} holds {len(values)} arrays but Keras 3's {target.name} "
@@ -572,6 +604,8 @@ def _copy_weights(src, dst, what: str) -> None:
             target.set_weights(values)
         except ValueError as err:
             raise _error(f"{what}: layer {layer.name}: {_short(err)}") from None
+        copied += sum(int(v.size) for v in values)
+    return copied
 
 
 TOLERANCE = 1e-4

@@ -49,11 +49,15 @@ DATA_CLASSES = {
     "DTypePolicy",
     "FloatDTypePolicy",
     "__keras_tensor__",
+    "__ellipsis__",
 }
 MODEL_CLASSES = {"Sequential", "Functional", "Model"}
 # The TensorFlow functions a TFOpLambda may call: arithmetic with a constant, which is what
 # ``keras.applications.*.preprocess_input`` called inside a model leaves (x / 127.5 - 1).
 SCALAR_OPS = {"math.truediv", "math.multiply", "math.subtract", "math.add", "__operators__.add"}
+# And what caffe-style preprocess_input (ResNet, VGG) leaves: RGB -> BGR by slicing, then the
+# ImageNet means subtracted by bias_add.
+CAFFE_OPS = {("SlicingOpLambda", "__operators__.getitem"), ("TFOpLambda", "nn.bias_add")}
 TRUSTED_MODULE_ROOTS = {"keras", "tf_keras", "tensorflow"}
 
 
@@ -150,8 +154,8 @@ def check_config(config: Any, what: str = "the model") -> None:
             )
         name = node.get("class_name")
         if isinstance(name, str):
-            if name == "TFOpLambda" and _scalar_op(node):
-                pass  # x / 127.5 - 1 and the like: rebuilt as a Rescaling layer (models.convert)
+            if name in ("TFOpLambda", "SlicingOpLambda") and _rebuildable_op(name, node):
+                pass  # preprocess_input's arithmetic: rebuilt from Keras layers (models.convert)
             elif name in CODE_CARRIERS:
                 called = (
                     (node.get("config") or {}).get("function")
@@ -171,7 +175,7 @@ def check_config(config: Any, what: str = "the model") -> None:
                     raise _error(
                         f"{what}: refused: it names a function that is not a built-in Keras activation"
                     )
-            elif name not in allowed and name != "TFOpLambda":
+            elif name not in allowed and name not in ("TFOpLambda", "SlicingOpLambda"):
                 raise _error(
                     f"{what}: refused: it uses the class {name[:60]!r}, which is not a built-in Keras layer "
                     "(custom code is never imported or run here)"
@@ -196,9 +200,12 @@ def check_config(config: Any, what: str = "the model") -> None:
 _NAMED_OBJECT = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,60}")
 
 
-def _scalar_op(node: dict[str, Any]) -> bool:
+def _rebuildable_op(name: str, node: dict[str, Any]) -> bool:
     config = node.get("config")
-    return isinstance(config, dict) and config.get("function") in SCALAR_OPS
+    if not isinstance(config, dict):
+        return False
+    function = config.get("function")
+    return (name == "TFOpLambda" and function in SCALAR_OPS) or (name, function) in CAFFE_OPS
 
 
 def _check_named_function(key: str, value: str, what: str) -> None:
@@ -240,7 +247,7 @@ def parse_architecture(text: str | bytes, what: str) -> tuple[dict[str, Any], st
     if len(text) > MAX_CONFIG_BYTES:
         raise _error(f"{what}: the architecture is over {MAX_CONFIG_BYTES // 2**20} MB; refused")
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_hook=_plain_tuples)
     except (ValueError, UnicodeDecodeError) as err:
         raise _error(f"{what}: the architecture is not valid JSON ({str(err)[:80]})") from None
     if not isinstance(data, dict) or "class_name" not in data or "config" not in data:
@@ -394,9 +401,11 @@ def _read_proto(path: Path, message, what: str):
 
 
 def _plain_tuples(obj: dict[str, Any]) -> Any:
-    # SavedModel metadata spells tuples and shapes as objects; they are plain lists.
+    # Keras configs spell tuples, shapes and `...` as objects; they are plain data.
     if obj.get("class_name") in ("__tuple__", "TensorShape") and isinstance(obj.get("items"), list):
         return obj["items"]
+    if obj == {"class_name": "__ellipsis__"}:  # x[..., ::-1] in a slicing layer's arguments
+        return Ellipsis
     return obj
 
 
