@@ -3,7 +3,7 @@
 
 import streamlit as st
 
-from study.leaderboard import METRICS
+from study.leaderboard import FEW_PHOTOS, METRICS
 from ui.method_compare import board_for, board_path
 from ui.state import DEFAULT_MODEL, model_picker, sidebar_models
 
@@ -48,6 +48,12 @@ st.caption(
     f"{settings.get('slow_channels')} channels, randomisation: every weight re-initialised "
     f"(maps made again for {len(settings.get('random_methods', []))} methods)."
 )
+
+if 0 < board.get("photos", 0) < FEW_PHOTOS:
+    st.warning(
+        f"Only {board['photos']} photos: the ranks below are a hint, not a verdict. The same command "
+        "with a larger --limit goes on from the photos already done."
+    )
 
 rows = board.get("rows", [])
 layers = ["every layer"] + list(board.get("layers", []))

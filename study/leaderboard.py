@@ -321,6 +321,8 @@ def ordinal(n: int) -> str:
     return f"{n}{suffix}"
 
 
+#: Below this many photos a board's ranks are called a hint, not a verdict.
+FEW_PHOTOS = 20
 #: What Inspect says beside a map, in this order: localisation first, then faithfulness.
 SHOWN = ("pointing", "energy", "deletion", "insertion", "road", "average_drop", "random_spearman")
 
@@ -343,7 +345,9 @@ def standing_sentence(
     where = (
         "at this layer" if found["row"]["layer"] is not None else "at this layer (this method has no layer)"
     )
-    return f"On {board.get('photos', 0)} {board.get('data', '')} photos, {where}: " + ", ".join(parts) + "."
+    n = board.get("photos", 0)
+    caveat = f" With {n} photos this is a hint, not a verdict." if n < FEW_PHOTOS else ""
+    return f"On {n} {board.get('data', '')} photos, {where}: " + ", ".join(parts) + "." + caveat
 
 
 def read_records(path: Path, settings: dict) -> list[dict]:

@@ -55,6 +55,7 @@ def test_leaderboard_page_shows_the_board_ranked(models_with_board):
     assert list(table["method"]) == ["Grad-CAM", "Gradient saliency", "Layer-CAM"]  # by deletion, lower first
     assert list(table["rank"]) == [1, 2, 3]
     assert any("Grad-CAM at conv3" in s.value for s in at.success)
+    assert any("Only 3 photos" in w.value for w in at.warning)
     at.selectbox(key="board_metric").set_value("pointing").run()
     assert_clean(at)
     assert at.dataframe[0].value["rank"].tolist() == [1, 2, 3]
@@ -77,7 +78,12 @@ def test_inspect_says_how_the_method_ranked_and_compares_every_method(models_wit
     at = run("pages/1_Inspect.py", inspect_model="tiny")
     assert_clean(at)
     said = [i.value for i in at.info if "Leaderboard" in i.value]
-    assert said and "On 3 pets photos" in said[0] and "1st of 3 for pointing game" in said[0], said
+    assert (
+        said
+        and "On 3 pets photos" in said[0]
+        and "a hint, not a verdict" in said[0]
+        and "1st of 3 for pointing game" in said[0]
+    ), said
     assert "1st of 3 for deletion area" in said[0]
     images = len(at.get("image"))
     at.toggle(key="inspect_compare").set_value(True).run()
