@@ -228,6 +228,7 @@ class Trainer:
         recipe: JaxRecipe,
         placement: Placement | None = None,
         teacher: keras.Model | None = None,
+        seed: int = 0,
     ):
         self.model, self.n_classes, self.recipe = model, n_classes, recipe
         self.placement = placement or Placement.over(1)
@@ -250,7 +251,8 @@ class Trainer:
         self.train_step = jax.jit(self._train_step, donate_argnums=(0,))
         self.eval_step = jax.jit(self._eval_step)
         self.recalibration_step = None
-        self.base_key = self.placement.replicate(jax.random.key_data(jax.random.key(0)))
+        # Each step's augmentation and mixing keys are folded from this and the step number.
+        self.base_key = self.placement.replicate(jax.random.key_data(jax.random.key(seed)))
 
     @property
     def state(self) -> tuple:
@@ -418,14 +420,18 @@ def forward_flops(model: keras.Model, side: int) -> float | None:
         return model.stateless_call(t, nt, x, training=False)[0]
 
     x = jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32)
-    try:
-        cost = jax.jit(forward).lower(trainable, non_trainable, x).cost_analysis()
-    except Exception:  # noqa: BLE001 - an estimate; some backends have none
-        return None
-    if isinstance(cost, list | tuple):
-        cost = cost[0] if cost else None
-    flops = (cost or {}).get("flops")
-    return float(flops) if flops else None
+    for stage in ("lowered", "compiled"):  # the lowered module's count where there is one
+        try:
+            lowered = jax.jit(forward).lower(trainable, non_trainable, x)
+            cost = (lowered if stage == "lowered" else lowered.compile()).cost_analysis()
+        except Exception:  # noqa: BLE001 - an estimate; some backends have none
+            continue
+        if isinstance(cost, list | tuple):
+            cost = cost[0] if cost else None
+        flops = (cost or {}).get("flops")
+        if flops:
+            return float(flops)
+    return None
 
 
 def throughput(
@@ -546,7 +552,7 @@ def train(args: argparse.Namespace) -> RunResult:
 
     model = build(args.arch, n_classes, recipe)
     teacher = load_teacher(args.teacher, n_classes) if args.teacher else None
-    trainer = Trainer(model, n_classes, recipe, placement, teacher)
+    trainer = Trainer(model, n_classes, recipe, placement, teacher, seed=args.seed)
     key = jax.random.key(args.seed)
     rng = np.random.default_rng(args.seed)
     val_at_side = resize(val_images, recipe.side)
@@ -620,21 +626,18 @@ def train(args: argparse.Namespace) -> RunResult:
         candidates["ema"] = trainer.ema
     by_side: dict[str, dict] = {}
     statistics: dict[tuple[str, int], list] = {}
+    name = lambda which, side: str(side) if which == "last" else f"{side} {which}"  # noqa: E731
     for which, trainable in candidates.items():
         for side in recipe.eval_sides:
             key, sub = jax.random.split(key)
             statistics[which, side] = trainer.recalibrated(train_images, side, sub, trainable)
-            figures = trainer.evaluate(
+            by_side[name(which, side)] = trainer.evaluate(
                 resize(val_images, side), val_labels, weights=(trainable, statistics[which, side])
             )
-            by_side[str(side) if which == "last" else f"{side} {which}"] = figures
+            figures = by_side[name(which, side)]
             say(f"validation at {side}px, {which} weights (statistics re-estimated): {figures}")
     chosen_which, chosen = max(
-        statistics,
-        key=lambda ws: (
-            by_side[str(ws[1]) if ws[0] == "last" else f"{ws[1]} {ws[0]}"]["accuracy"],
-            -by_side[str(ws[1]) if ws[0] == "last" else f"{ws[1]} {ws[0]}"]["loss"],
-        ),
+        statistics, key=lambda ws: (by_side[name(*ws)]["accuracy"], -by_side[name(*ws)]["loss"])
     )
     weights = trainer.weights(statistics[chosen_which, chosen], candidates[chosen_which])
     arrays = quantize(weights)
