@@ -427,6 +427,17 @@ def _renumber_nodes(cfg: dict[str, Any]) -> None:
         ref[1] = order[ref[0]][ref[1]]
 
 
+SCALAR_FUNCTIONS = ("math.truediv", "math.multiply", "math.subtract", "math.add", "__operators__.add")
+
+
+def _numbers(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    )
+
+
 def _k3_tf_op(entry: dict[str, Any], cfg: dict[str, Any], notes: list[str]) -> dict[str, Any]:
     """Return Keras layers for the TensorFlow operations ``preprocess_input`` leaves in a model.
 
@@ -467,11 +478,32 @@ def _k3_tf_op(entry: dict[str, Any], cfg: dict[str, Any], notes: list[str]) -> d
         _note(notes, "preprocess_input's RGB-to-BGR flip inside the model rebuilt as a 1x1 convolution")
     elif function == "nn.bias_add":
         bias = args.get("bias")
-        if not (isinstance(bias, list) and bias and all(isinstance(b, (int, float)) for b in bias)):
+        if not _numbers(bias):
             raise _error("a bias_add in the model does not add constants")
         class_name = "Normalization"
         layer |= {"axis": -1, "mean": [-float(b) for b in bias], "variance": [1.0] * len(bias)}
         _note(notes, "preprocess_input's mean subtraction inside the model rebuilt as a Normalization layer")
+    elif _numbers(args.get("y")) and all(args["y"]) and function in SCALAR_FUNCTIONS:
+        # Per-channel constants (torch-style preprocess_input: x / std): a Normalization with
+        # mean m and variance v computes (x - m) / sqrt(v).
+        y = [float(v) for v in args["y"]]
+        zero, one = [0.0] * len(y), [1.0] * len(y)
+        mean, variance = {
+            "math.truediv": (zero, [v * v for v in y]),
+            "math.multiply": (zero, [1.0 / (v * v) for v in y]),
+            "math.subtract": (y, one),
+            "math.add": ([-v for v in y], one),
+            "__operators__.add": ([-v for v in y], one),
+        }[function]
+        if function in ("math.multiply", "math.truediv") and any(v < 0 for v in y):
+            raise _error(
+                f"a TensorFlow operation in the model ({function}) scales a channel by a negative number"
+            )
+        class_name = "Normalization"
+        layer |= {"axis": -1, "mean": mean, "variance": variance}
+        _note(
+            notes, "preprocess_input's per-channel scaling inside the model rebuilt as a Normalization layer"
+        )
     else:
         y = args.get("y")
         if not isinstance(y, (int, float)) or isinstance(y, bool) or (function == "math.truediv" and y == 0):

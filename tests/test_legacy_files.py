@@ -185,23 +185,31 @@ def test_preprocess_input_inside_the_model_becomes_rescaling(legacy, tmp_path):
     assert any("Rescaling" in note for note in conversion.notes)
 
 
-def test_caffe_preprocess_input_inside_the_model(tmp_path):
-    """keras.applications.resnet50.preprocess_input inside a model: RGB->BGR by slicing, then
-    the ImageNet means subtracted with bias_add."""
+@pytest.mark.parametrize(
+    ("family", "rebuilt"),
+    [
+        ("resnet50", ["Conv2D", "Normalization"]),
+        ("densenet", ["Rescaling", "Normalization", "Normalization"]),
+    ],
+)
+def test_imagenet_preprocess_input_inside_the_model(tmp_path, family, rebuilt):
+    """keras.applications' preprocess_input inside a model: caffe style (resnet50: RGB->BGR by
+    slicing, then the ImageNet means subtracted with bias_add) and torch style (densenet: x/255,
+    means subtracted, divided by the per-channel std)."""
     import keras
     import tf_keras
 
     inputs = tf_keras.Input((12, 12, 3))
-    x = tf_keras.applications.resnet50.preprocess_input(inputs)
+    x = getattr(tf_keras.applications, family).preprocess_input(inputs)
     x = tf_keras.layers.Conv2D(2, 3)(x)
     x = tf_keras.layers.GlobalAveragePooling2D()(x)
     original = randomised(tf_keras.Model(inputs, tf_keras.layers.Dense(2, activation="softmax")(x)))
-    original.save(tmp_path / "caffe.h5", save_format="h5")
+    original.save(tmp_path / "pre.h5", save_format="h5")
     pixels = np.random.default_rng(4).uniform(0, 255, (2, 12, 12, 3)).astype("float32")
-    conversion = convert_to_keras3(tmp_path / "caffe.h5", cache_dir=tmp_path / "cache")
+    conversion = convert_to_keras3(tmp_path / "pre.h5", cache_dir=tmp_path / "cache")
     assert_same(conversion, {"x": pixels, "y": outputs(original, pixels)})
     model = keras.saving.load_model(conversion.keras_path, safe_mode=True)
-    assert [type(layer).__name__ for layer in model.layers[1:3]] == ["Conv2D", "Normalization"]
+    assert [type(layer).__name__ for layer in model.layers[1 : 1 + len(rebuilt)]] == rebuilt
 
 
 @pytest.mark.parametrize("name", sorted(BUILDERS))
