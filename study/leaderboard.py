@@ -13,7 +13,7 @@ layer) gives one map, scored by:
 - Average Drop / Increase in Confidence (Chattopadhay et al. 2018; lower / higher),
 - pointing game and energy share on the animal (higher; chance is the animal's share),
 - randomisation similarity: rank correlation and SSIM of the map with the same method's map
-  on the model with every weight re-initialised (Adebayo et al. 2018; lower is better),
+  on the model with every weight re-initialised (Adebayo et al. 2018; nearer 0 is better),
 - seconds to make the map on this machine, the median over the photos (one-pass CAMs share
   one pass: its time).
 
@@ -46,10 +46,12 @@ METRICS: dict[str, tuple[str, str]] = {
     "increase": ("Increase in Confidence %", "higher"),
     "pointing": ("pointing game", "higher"),
     "energy": ("energy on the animal", "higher"),
-    "random_spearman": ("randomisation rank correlation", "lower"),
-    "random_ssim": ("randomisation SSIM", "lower"),
+    "random_spearman": ("randomisation |rank correlation|", "lower"),
+    "random_ssim": ("randomisation |SSIM|", "lower"),
     "seconds": ("seconds per photo", "lower"),
 }
+#: Metrics ranked by their absolute value (closest to 0 is best).
+UNSIGNED = ("random_spearman", "random_ssim")
 #: Figures kept per cell without a rank (context for the ranked ones).
 EXTRA = ("road_morf", "road_lerf", "chance")
 
@@ -270,11 +272,17 @@ def aggregate(records: list[dict], meta: dict) -> dict:
     for row in rows:
         row["rank"], row["rank_at_layer"] = {}, {}
     for name, (_label, better) in METRICS.items():
-        for row, r in zip(rows, rank([row.get(name, np.nan) for row in rows], better)):
+        # Randomisation: an inverted map depends on the weights as much as an unrelated one
+        # does not; what is ranked is how far the similarity is from 0 (its absolute value).
+        def value(row: dict, name: str = name) -> float:
+            got = row.get(name, np.nan)
+            return abs(got) if name in UNSIGNED and got is not None else got
+
+        for row, r in zip(rows, rank([value(row) for row in rows], better)):
             row["rank"][name] = r
         for layer in layers:
             group = [row for row in rows if row["layer"] in (layer, None)]
-            for row, r in zip(group, rank([row.get(name, np.nan) for row in group], better)):
+            for row, r in zip(group, rank([value(row) for row in group], better)):
                 row["rank_at_layer"].setdefault(layer or "", {})[name] = r
     labels = [r["label"] for r in records]
     return {
