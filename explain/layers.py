@@ -129,10 +129,6 @@ class LayerCatalog:
                 out.append(matches[0])
         return list(dict.fromkeys(out))
 
-    def nearest_block(self, depth: float) -> LayerInfo:
-        blocks = self.blocks or self.layers
-        return min(blocks, key=lambda info: abs(info.depth - depth))
-
 
 def catalog(model: keras.Model, input_shape: tuple[int, int, int]) -> LayerCatalog:
     """Return the explainable layers of ``model`` for inputs of ``input_shape`` (H, W, C).

@@ -227,21 +227,6 @@ def _built_in_activation(name: str) -> bool:
     return True
 
 
-def layer_class_names(config: dict[str, Any]) -> list[str]:
-    """Return every class name in a checked config, in order (for notes and tests)."""
-    out: list[str] = []
-    stack: list[Any] = [config]
-    while stack:
-        node = stack.pop(0)
-        if isinstance(node, list):
-            stack[:0] = node
-        elif isinstance(node, dict):
-            if isinstance(node.get("class_name"), str):
-                out.append(node["class_name"])
-            stack[:0] = list(node.values())
-    return out
-
-
 def parse_architecture(text: str | bytes, what: str) -> tuple[dict[str, Any], str]:
     """Return ``({"class_name", "config"}, keras_version)`` from ``model.to_json()`` text, checked."""
     if len(text) > MAX_CONFIG_BYTES:

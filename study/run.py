@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -273,7 +273,3 @@ def write_atlas(out: Path, table: pd.DataFrame, arrays: dict[str, dict], channel
     atlas = pd.concat(frames, ignore_index=True)
     _atomic(out / "atlas.parquet", lambda p: atlas.to_parquet(p, index=False, compression="zstd"))
     return {"channels_per_stage": channels, "patches_per_channel": patches}
-
-
-def config_dict(config: StudyConfig) -> dict:
-    return asdict(config)
