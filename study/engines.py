@@ -32,9 +32,14 @@ def limit_threads(threads: int | None) -> None:
 
 
 def runtime_env() -> dict:
-    """Return the environment Ray actors start in: this checkout importable, TensorFlow quiet."""
+    """Return the environment Ray actors start in: this checkout importable, TensorFlow quiet.
+
+    The engine is TensorFlow code, so Keras is told its backend outright: an actor otherwise
+    inherits whatever ``KERAS_BACKEND`` the driver's environment holds (importing the JAX
+    trainer in the same process sets it to ``jax``).
+    """
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    return {"env_vars": {"PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "2"}}
+    return {"env_vars": {"PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"}}
 
 
 def start_local_ray(cpus: int) -> None:

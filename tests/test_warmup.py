@@ -21,8 +21,11 @@ def tiny_entry():
 
 
 def test_a_warmed_model_opens_inspect_without_tracing_again(small_model_dir, monkeypatch):
+    import streamlit as st
+
     from ui.state import warm
 
+    st.cache_resource.clear()  # other tests may have loaded and traced the same tiny model already
     monkeypatch.setenv("CVD_MODELS_DIR", str(small_model_dir))
     explainer = warm(tiny_entry()).explainer
     traced = explainer.traces
