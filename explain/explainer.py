@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from explain.cams import CAM_FUNCTIONS
+from explain.cams import CAM_FUNCTIONS, layer_cams
 from explain.graph import walk
 from explain.heads import Head, find_head
 from explain.images import to_model_input
@@ -213,7 +213,8 @@ class Explainer:
                 tf.zeros_like(a) if g is None else tf.cast(g, tf.float32)
                 for a, g in zip(activations, gradients)
             ]
-            cams = {m: [CAM_FUNCTIONS[m](a, g) for a, g in zip(activations, gradients)] for m in methods}
+            per_layer = [layer_cams(a, g, methods) for a, g in zip(activations, gradients)]
+            cams = {m: [maps[m] for maps in per_layer] for m in methods}
             none = lambda: tf.zeros((0, 1, 1, 1), tf.float32)  # noqa: E731
             kept_a = tf.switch_case(keep, [lambda a=a: a for a in activations], default=none)
             kept_g = tf.switch_case(keep, [lambda g=g: g for g in gradients], default=none)

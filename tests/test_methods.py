@@ -86,6 +86,22 @@ def test_eigen_cam_matches_an_svd(shape):
         np.testing.assert_allclose(ours[i], numpy_eigen_cam(a[i]), rtol=1e-4, atol=1e-5)
 
 
+def test_eigen_cam_of_a_wide_layer_with_a_small_gap_matches_an_svd():
+    # 24 x 24 positions x 96 channels: past the exact route's size, so the block Krylov route.
+    # Second singular value 0.97 of the first, as at ResNet-50's conv3 blocks, where 32 steps
+    # of power iteration were off by more than the whole peak.
+    rng = np.random.default_rng(1)
+    h, w, c = 24, 24, 96
+    u, _ = np.linalg.qr(rng.normal(size=(h * w, c)))
+    v, _ = np.linalg.qr(rng.normal(size=(c, c)))
+    spectrum = np.concatenate([[10.0, 9.7, 9.0], 8.0 * 0.9 ** np.arange(c - 3)])
+    x = (u * spectrum) @ v.T + rng.uniform(0, 3, size=c)  # plus column means, which are removed
+    a = x.reshape(1, h, w, c).astype(np.float32)
+    expected = numpy_eigen_cam(a[0])
+    ours = eigen_cam(a, None).numpy()[0]
+    assert np.abs(ours - expected).max() <= 5e-3 * expected.max()
+
+
 def small_conv_model(tmp_path, units: int = 3) -> keras.Model:
     """8x8x3 -> conv relu -> conv relu 'feat' (6 channels) -> mean -> dense softmax/sigmoid."""
     keras.utils.set_random_seed(3)
