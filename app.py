@@ -42,6 +42,7 @@ def home() -> None:
         "activation maps (Grad-CAM and relatives), layer by layer."
     )
     # TensorFlow loads with these (the title above shows first, on a fresh server).
+    warmup.start().wait_for_tensorflow()
     from explain.device import describe_device
     from ui.state import sidebar_models, try_load
 
@@ -205,6 +206,8 @@ def main() -> None:
     note = st.empty()
     if not warm_up.done:
         note.caption(f":material/hourglass_top: Warming up (first start only): {warm_up.summary()}")
+    if navigation.title != "Home":  # home() shows its title first, then waits
+        warm_up.wait_for_tensorflow()  # every page imports TensorFlow; one thread at a time
     try:
         navigation.run()
     finally:

@@ -17,6 +17,9 @@ Prints one JSON object and a table. Uses the shipped models when present, else r
 
     python3 bench/explain_speed.py --methods [--size 224] [--random-weights] [--memory-count 200]
 
+``--quick-compile`` (either run) first switches off Grappler's graph rewriting as the app's
+warm-up does (ui.warmup.compile_quickly); run with and without it to compare.
+
 measures instead every explanation method (explain.methods) on ResNet-50, batch 1, each
 against the same floor d measured in the same run: all the one-pass CAMs together at every
 block against Grad-CAM alone at every block (target: at most +15 %), Integrated Gradients
@@ -430,10 +433,19 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=SIZE, help="input size in pixels (methods run)")
     parser.add_argument("--random-weights", action="store_true", help="methods run: random ResNet-50")
     parser.add_argument(
+        "--quick-compile",
+        action="store_true",
+        help="switch off Grappler's rewriting first, as the app does (ui.warmup.compile_quickly)",
+    )
+    parser.add_argument(
         "--slow-memory-count", type=int, help="methods run: photos for the slow CAMs and pixel attributions"
     )
     parser.add_argument("--memory-size", type=int, help="methods run: input size of the memory part")
     args = parser.parse_args()
+    if args.quick_compile:
+        from ui.warmup import compile_quickly
+
+        compile_quickly()
     if args.methods:
         SIZE = args.size
         report = {

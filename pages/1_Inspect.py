@@ -54,9 +54,20 @@ if not photos:
     st.info("Upload a photo or pick a sample to begin.")
     st.stop()
 
-# Predictions for every photo: one batched forward pass.
-probabilities = explainer.predict(explainer.prepare([p.rgb for p in photos]))
+catalog = explainer.layers
+# The layer list and the method, as the widgets below will show them (read before they are
+# drawn, so the first pass can run now and give the prediction as well).
+blocks_only = st.session_state.get("inspect_blocks_only", True)
+options = catalog.blocks if blocks_only and catalog.blocks else catalog.layers
+paths = [info.path for info in options]
+default = paths.index(catalog.last.path) if catalog.last.path in paths else len(paths) - 1
+chosen_layer = st.session_state.get("inspect_layer")
+one_pass = METHODS[method].one_pass
+in_pass = method if one_pass else "gradcam"
+
 if len(photos) > 1:
+    # Predictions for every photo: one batched forward pass.
+    probabilities = explainer.predict(explainer.prepare([p.rgb for p in photos]))
     rows = [
         {
             "photo": p.name,
@@ -69,13 +80,17 @@ if len(photos) > 1:
     index = st.selectbox(
         "Photo to explain", range(len(photos)), format_func=lambda i: photos[i].name, key="inspect_photo"
     )
+    probs = probabilities[index]
+    photo = photos[index]
 else:
-    index = 0
-photo = photos[index]
-probs = probabilities[index]
+    # One photo: the pass that explains the predicted class gives the prediction too, so a
+    # fresh server compiles one function before the first heatmap, not two.
+    photo = photos[0]
+    kept = chosen_layer if chosen_layer in paths else paths[default]
+    with st.spinner("Explaining…"):
+        probs = explain(loaded, photo, paths, -1, (in_pass,), keep=kept).probabilities[0]
 predicted = int(probs.argmax())
 
-catalog = explainer.layers
 left, right = st.columns([1, 1])
 with left:
     st.subheader(f"Prediction: {explainer.class_names[predicted]} ({probs[predicted]:.1%})")
@@ -94,10 +109,7 @@ with left:
         key="inspect_class",
     )
     target = predicted if choice == "predicted" else int(choice)
-    blocks_only = st.toggle("Block outputs only", value=True, key="inspect_blocks_only")
-    options = catalog.blocks if blocks_only and catalog.blocks else catalog.layers
-    paths = [info.path for info in options]
-    default = paths.index(catalog.last.path) if catalog.last.path in paths else len(paths) - 1
+    st.toggle("Block outputs only", value=True, key="inspect_blocks_only")
     layer = st.selectbox(
         "Layer (grouped by stage, shallow to deep)",
         paths,
@@ -108,12 +120,12 @@ with left:
     st.image(photo.rgb, caption=f"{photo.name} ({photo.rgb.shape[1]}×{photo.rgb.shape[0]})", width="stretch")
 
 # One cached pass for every layer in the list.
-one_pass = METHODS[method].one_pass
-in_pass = method if one_pass else "gradcam"
 with st.spinner("Explaining…"):
     # The tap set is the whole list shown (blocks, or every layer): picking another layer from
-    # it reuses the same compiled pass, and the cached result when the photo is the same.
-    result = explain(loaded, photo, paths, target, (in_pass,), keep=layer)
+    # it reuses the same compiled pass, and the cached result when the photo is the same
+    # (class -1, "the predicted one", is how the prediction above was asked for).
+    asked = -1 if choice == "predicted" else target
+    result = explain(loaded, photo, paths, asked, (in_pass,), keep=layer)
 if one_pass:
     cam = result.cam(layer, 0, method)
 else:

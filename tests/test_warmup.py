@@ -8,6 +8,7 @@ import sys
 import time
 import urllib.request
 
+import numpy as np
 import pytest
 
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port, needs_chromium
@@ -29,11 +30,40 @@ def test_a_warmed_model_opens_inspect_without_tracing_again(small_model_dir, mon
     monkeypatch.setenv("CVD_MODELS_DIR", str(small_model_dir))
     explainer = warm(tiny_entry()).explainer
     traced = explainer.traces
-    assert traced == 2  # the prediction and the one pass to every layer Inspect shows first
+    assert traced == 1  # the one pass to every layer Inspect shows first, and nothing else
     at = run("pages/1_Inspect.py", inspect_model="tiny")
     assert_clean(at)
     assert any(s.value.startswith("Grad-CAM for") for s in at.subheader)
-    assert explainer.traces == traced  # the page's first heatmap used the warmed passes
+    assert any(s.value.startswith("Prediction: ") for s in at.subheader)
+    # the page's first heatmap and its prediction both came from the warmed pass
+    assert explainer.traces == traced
+
+
+def test_the_prediction_pass_is_warmed_after_the_first_heatmaps_pass(small_model_dir, monkeypatch):
+    import streamlit as st
+
+    from ui.state import warm, warm_prediction
+
+    st.cache_resource.clear()
+    monkeypatch.setenv("CVD_MODELS_DIR", str(small_model_dir))
+    explainer = warm(tiny_entry()).explainer
+    warm_prediction(tiny_entry())
+    assert explainer.traces == 2
+    explainer.predict(explainer.prepare([np.zeros((5, 7, 3), np.uint8)]))
+    assert explainer.traces == 2  # the batched prediction was compiled already
+
+
+def test_tensorflow_imports_without_hiding_jax_for_good():
+    # In a new process: TF imported the quick way, then JAX (when installed) imports as usual.
+    code = (
+        "import sys; from ui.warmup import compile_quickly; compile_quickly(); "
+        "assert 'tensorflow' in sys.modules and sys.modules.get('jax', 0) is not None; "
+        "import importlib.util; "
+        "print('jax', importlib.util.find_spec('jax') is not None and __import__('jax').__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() in ("jax jax", "jax False")
 
 
 def test_the_warm_up_goes_through_every_model_and_names_a_broken_one(small_model_dir, tmp_path, monkeypatch):

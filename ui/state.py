@@ -103,21 +103,30 @@ def load(entry: RegistryEntry) -> LoadedModel:
 
 
 def warm(entry: RegistryEntry) -> LoadedModel:
-    """Return the loaded model of ``entry`` with the passes the pages open with already traced.
+    """Return the loaded model of ``entry`` with the pass the pages open with already traced.
 
-    Loads through the same cache as :func:`load` and runs the prediction and the one pass to
-    every block (Grad-CAM, the tap set Inspect and Layer depth start with) on a blank photo,
-    so the pages' first real photo reuses compiled functions. No Streamlit element is drawn:
-    this runs on the background warm-up's thread (ui.warmup).
+    Loads through the same cache as :func:`load` and runs the one pass to every block
+    (Grad-CAM, the tap set Inspect and Layer depth start with) on a blank photo, so the
+    pages' first real photo reuses the compiled function; Inspect takes a single photo's
+    prediction from that same pass. No Streamlit element is drawn: this runs on the
+    background warm-up's thread (ui.warmup).
     """
     loaded = _cached(entry)
     explainer = loaded.explainer
     catalog = explainer.layers
-    batch = explainer.prepare([np.full((*explainer.input_shape[:2], 3), 127, np.uint8)])
-    explainer.predict(batch)
     paths = [info.path for info in (catalog.blocks or catalog.layers)]
-    explainer.explain(batch, paths, -1, ("gradcam",), keep=catalog.last.path)
+    explainer.explain(_blank(explainer), paths, -1, ("gradcam",), keep=catalog.last.path)
     return loaded
+
+
+def warm_prediction(entry: RegistryEntry) -> None:
+    """Trace the batched prediction pass (several photos on Inspect, Errors, Models)."""
+    explainer = _cached(entry).explainer
+    explainer.predict(_blank(explainer))
+
+
+def _blank(explainer: Explainer) -> np.ndarray:
+    return explainer.prepare([np.full((*explainer.input_shape[:2], 3), 127, np.uint8)])
 
 
 def try_load(entry: RegistryEntry) -> tuple[LoadedModel | None, str | None]:

@@ -29,6 +29,8 @@ class WarmUp:
     started: float = field(default_factory=time.monotonic)
     seconds: float | None = None  # from start to the end, once finished
     thread: threading.Thread | None = None
+    #: Set once TensorFlow is imported (or failed to): see :meth:`wait_for_tensorflow`.
+    imported: threading.Event = field(default_factory=threading.Event)
 
     @property
     def done(self) -> bool:
@@ -40,25 +42,83 @@ class WarmUp:
             return "starting TensorFlow…"
         return "; ".join(f"{name}: {state}" for name, state in list(self.states.items()))
 
+    def wait_for_tensorflow(self, timeout: float = 300) -> None:
+        """Block until the warm-up has imported TensorFlow (at once when it is off or done).
+
+        Two threads importing TensorFlow at the same time can meet one of its modules half
+        initialised ("partially initialized module ... (most likely due to a circular
+        import)"): a page imports it only after the warm-up has.
+        """
+        if self.thread is not None:
+            self.imported.wait(timeout)
+
     def run(self) -> None:
-        """Load and trace every model the registry finds, the Inspect page's first."""
+        """Load and trace every model the registry finds, the Inspect page's first; then the
+        prediction passes, which no first page waits for."""
         try:
-            from ui.state import DEFAULT_MODEL, registry, warm
+            try:
+                compile_quickly()
+            finally:
+                self.imported.set()
+            from ui.state import DEFAULT_MODEL, registry, warm, warm_prediction
 
             entries = registry()
             entries.sort(key=lambda e: e.name != DEFAULT_MODEL)  # stable: the rest keep their order
             for entry in entries:
                 self.states[entry.name] = "waiting"
+            ready = []
             for entry in entries:
                 self.states[entry.name] = "loading and tracing"
                 began = time.monotonic()
                 try:
                     warm(entry)
                     self.states[entry.name] = f"ready in {time.monotonic() - began:.1f} s"
+                    ready.append(entry)
                 except Exception as err:  # noqa: BLE001 - a bad file is reported, the rest still warm
                     self.states[entry.name] = f"failed ({' '.join(str(err).split())[:200]})"
+            for entry in ready:
+                try:
+                    warm_prediction(entry)
+                except Exception:  # noqa: BLE001, S112 - the page that needs it will say why
+                    continue
         finally:
             self.seconds = time.monotonic() - self.started
+
+
+def import_tensorflow_quickly() -> None:
+    """Import TensorFlow without the JAX it would also import (0.6-0.9 s of a cold start).
+
+    TensorFlow Lite's converter imports JAX whenever it is installed (this project installs it
+    for training on a GPU), and nothing in the app uses it. JAX is hidden only while
+    TensorFlow imports, so a later ``import jax`` in this process still works.
+    """
+    import sys
+
+    if "tensorflow" in sys.modules:
+        return
+    hidden = [name for name in ("jax", "jaxlib") if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # makes ``import jax`` raise ImportError, which TF Lite expects
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
+
+
+def compile_quickly() -> None:
+    """Import TensorFlow (see above) and switch off Grappler's graph rewriting for this process.
+
+    Grappler rewrites every compiled function on its first call: 1.0 s of ResNet-50's first
+    explanation and 2.3 s of ResNet-101's here, for no gain in speed after it (measured with
+    ``python bench/explain_speed.py --methods --quick-compile`` against the same without).
+    Called before anything is compiled, on the warm-up's thread.
+    """
+    import_tensorflow_quickly()
+    import tensorflow as tf
+
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 
 
 _lock = threading.Lock()
