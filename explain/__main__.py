@@ -71,10 +71,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def load(model_path: str, card_path: str | None = None):
     """Return (explainer, name) for a .keras file and its card; raise ValueError with the reason."""
-    import keras
-
     from explain.card_file import read_card
     from explain.explainer import Explainer
+    from explain.keras_file import NotAModel, read_keras_model
 
     path = Path(model_path)
     if not path.is_file():
@@ -87,11 +86,11 @@ def load(model_path: str, card_path: str | None = None):
             f"{path.name}: the engine reads .keras files; python -m models.explain converts others"
         )
     try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+        model = read_keras_model(path)
+    except NotAModel as err:
+        raise ValueError(str(err)) from None
     except Exception as err:  # noqa: BLE001 - Keras raises many kinds; all mean "unusable"
         raise ValueError(f"{path.name}: not a usable Keras model ({type(err).__name__}: {err})") from None
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"{path.name}: holds a {type(model).__name__}, not a Keras model")
     card = Path(card_path) if card_path else path.with_suffix(".json")
     if card_path or card.is_file():
         channels = model.input_shape[-1] if not isinstance(model.input_shape, list) else None

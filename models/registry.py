@@ -16,6 +16,7 @@ from pathlib import Path
 
 import keras
 
+from explain.keras_file import NotAModel, read_keras_model
 from models.card import ModelCard, Preprocessing, card_path_for
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "shipped"
@@ -208,12 +209,11 @@ def _load_converted(path: Path, weights: str | Path | None) -> keras.Model:
 def _load_keras3(path: Path, shown: str | None = None) -> keras.Model:
     shown = shown or path.name
     try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+        return read_keras_model(path)
+    except NotAModel as err:
+        raise ModelLoadError(f"{shown}: {str(err).split(': ', 1)[1]}") from None
     except Exception as err:  # noqa: BLE001 - Keras raises many kinds; all mean "unusable"
         raise ModelLoadError(f"{shown}: {_reason(err)}") from None
-    if not isinstance(model, keras.Model):
-        raise ModelLoadError(f"{shown}: holds a {type(model).__name__}, not a Keras model")
-    return model
 
 
 def _reason(err: Exception) -> str:
