@@ -212,6 +212,7 @@ def main() -> None:
         navigation.run()
     finally:
         note.empty()
+        warm_up.page_shown.set()
 
 
 if __name__ == "__main__":  # Streamlit runs this file as the app's script, once per page view

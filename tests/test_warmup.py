@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -81,8 +82,12 @@ def test_the_warm_up_goes_through_every_model_and_names_a_broken_one(small_model
     monkeypatch.setattr(ui.state, "DEFAULT_MODEL", "tiny")
     warm_up = WarmUp()
     assert not warm_up.done and "starting" in warm_up.summary()
+    # the second model waits until a page has been shown (or page_wait has passed)
+    threading.Timer(1.0, warm_up.page_shown.set).start()
+    began = time.monotonic()
     warm_up.run()
-    assert warm_up.done
+    assert warm_up.done and warm_up.imported.is_set()
+    assert 1.0 <= time.monotonic() - began < warm_up.page_wait
     assert list(warm_up.states) == ["tiny", "broken"]  # the default model first
     assert warm_up.states["tiny"].startswith("ready in ")
     assert warm_up.states["broken"].startswith("failed (broken.keras: the file is damaged")

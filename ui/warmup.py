@@ -31,6 +31,10 @@ class WarmUp:
     thread: threading.Thread | None = None
     #: Set once TensorFlow is imported (or failed to): see :meth:`wait_for_tensorflow`.
     imported: threading.Event = field(default_factory=threading.Event)
+    #: Set when a page has finished its first run (app.py): the other models wait for it.
+    page_shown: threading.Event = field(default_factory=threading.Event)
+    #: Seconds the other models wait for that first page before warming anyway.
+    page_wait: float = 20.0
 
     @property
     def done(self) -> bool:
@@ -67,7 +71,11 @@ class WarmUp:
             for entry in entries:
                 self.states[entry.name] = "waiting"
             ready = []
-            for entry in entries:
+            for number, entry in enumerate(entries):
+                if number == 1:
+                    # The first model is warm: let the page that waited for it draw its heatmap
+                    # (and the browser fetch it) before loading the next model takes the CPU.
+                    self.page_shown.wait(self.page_wait)
                 self.states[entry.name] = "loading and tracing"
                 began = time.monotonic()
                 try:
