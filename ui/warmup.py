@@ -118,10 +118,10 @@ def import_tensorflow_quickly() -> None:
 def compile_quickly() -> None:
     """Import TensorFlow (see above) and switch off Grappler's graph rewriting for this process.
 
-    Grappler rewrites every compiled function on its first call: 1.0 s of ResNet-50's first
-    explanation and 2.3 s of ResNet-101's here, for no gain in speed after it (measured with
-    ``python bench/explain_speed.py --methods --quick-compile`` against the same without).
-    Called before anything is compiled, on the warm-up's thread.
+    Grappler rewrites every compiled function on its first call, which roughly doubles the
+    first call of the pass to every block; later calls were no faster with it on this CPU
+    (``python bench/first_call.py`` compares both, with the figures in the README). Called
+    before anything is compiled, on the warm-up's thread.
     """
     import_tensorflow_quickly()
     import tensorflow as tf
