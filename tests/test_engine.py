@@ -200,3 +200,25 @@ def test_alexnet_and_inception_style_models(tmp_path):
         result = explainer.explain(batch, "all")
         assert len(result.cams["gradcam"]) == len(explainer.layers.blocks)
         assert np.isfinite(result.cam(explainer.layers.last.path)).all()
+
+
+def test_eager_until_compiled_gives_the_compiled_maps_without_a_trace(tmp_path):
+    from tests.test_methods import image, small_conv_model
+
+    explainer = Explainer(small_conv_model(tmp_path), ["a", "b", "c"])
+    explainer.eager_until_compiled = True
+    x = np.concatenate([image(0), image(1)])
+    methods = ("gradcam", "layercam", "eigencam")
+    eager = explainer.explain(x, ["c1", "feat"], [1, -1], methods, keep="feat")
+    assert explainer.traces == 0 and not explainer.is_compiled(["c1", "feat"], methods)
+    explainer.compile(["feat", "c1"], methods)
+    assert explainer.traces == 1 and explainer.is_compiled(["c1", "feat"], methods)
+    compiled = explainer.explain(x, ["c1", "feat"], [1, -1], methods, keep="feat")
+    assert explainer.traces == 1  # compiled once, used from then on
+    np.testing.assert_allclose(eager.probabilities, compiled.probabilities, rtol=1e-5)
+    np.testing.assert_array_equal(eager.targets, compiled.targets)
+    for method in methods:
+        for layer in eager.layers:
+            ours, theirs = eager.cams[method][layer], compiled.cams[method][layer]
+            np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(eager.kept_activations, compiled.kept_activations, rtol=1e-5)

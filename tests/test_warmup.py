@@ -40,6 +40,23 @@ def test_a_warmed_model_opens_inspect_without_tracing_again(small_model_dir, mon
     assert explainer.traces == traced
 
 
+def test_before_the_warm_up_compiles_inspect_runs_the_pass_eagerly(small_model_dir, monkeypatch):
+    import streamlit as st
+
+    from ui.state import warm
+
+    st.cache_resource.clear()
+    monkeypatch.setenv("CVD_MODELS_DIR", str(small_model_dir))
+    explainer = warm(tiny_entry(), compile_pass=False).explainer
+    assert explainer.eager_until_compiled and explainer.traces == 0
+    at = run("pages/1_Inspect.py", inspect_model="tiny")
+    assert_clean(at)
+    assert any(s.value.startswith("Grad-CAM for") for s in at.subheader)
+    assert explainer.traces == 0  # the first heatmap came without a trace
+    warm(tiny_entry())
+    assert explainer.traces == 1
+
+
 def test_the_prediction_pass_is_warmed_after_the_first_heatmaps_pass(small_model_dir, monkeypatch):
     import streamlit as st
 

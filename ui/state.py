@@ -86,6 +86,7 @@ def _load(path: str, mtime: float, card_json: str) -> LoadedModel:
     model = load_model(path)
     card = completed_card(entry, model)
     explainer = Explainer.from_card(model, card)
+    explainer.eager_until_compiled = True  # a page never waits for a trace (ui.warmup compiles)
     return LoadedModel(card.name, card, explainer, int(model.count_params()))
 
 
@@ -102,20 +103,20 @@ def load(entry: RegistryEntry) -> LoadedModel:
         return _cached(entry)
 
 
-def warm(entry: RegistryEntry) -> LoadedModel:
-    """Return the loaded model of ``entry`` with the pass the pages open with already traced.
+def warm(entry: RegistryEntry, compile_pass: bool = True) -> LoadedModel:
+    """Return the loaded model of ``entry``, with the pass the pages open with compiled.
 
-    Loads through the same cache as :func:`load` and runs the one pass to every block
-    (Grad-CAM, the tap set Inspect and Layer depth start with) on a blank photo, so the
-    pages' first real photo reuses the compiled function; Inspect takes a single photo's
-    prediction from that same pass. No Streamlit element is drawn: this runs on the
-    background warm-up's thread (ui.warmup).
+    Loads through the same cache as :func:`load`; then (``compile_pass``) traces and calls the
+    one pass to every block (Grad-CAM, the tap set Inspect and Layer depth start with), so the
+    pages' later photos run compiled; until then a page runs that pass eagerly
+    (``Explainer.eager_until_compiled``), which is quicker than waiting for the trace. Inspect
+    takes a single photo's prediction from that same pass. No Streamlit element is drawn: this
+    runs on the background warm-up's thread (ui.warmup).
     """
     loaded = _cached(entry)
-    explainer = loaded.explainer
-    catalog = explainer.layers
-    paths = [info.path for info in (catalog.blocks or catalog.layers)]
-    explainer.explain(_blank(explainer), paths, -1, ("gradcam",), keep=catalog.last.path)
+    if compile_pass:
+        catalog = loaded.explainer.layers
+        loaded.explainer.compile([info.path for info in (catalog.blocks or catalog.layers)])
     return loaded
 
 

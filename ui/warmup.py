@@ -1,13 +1,16 @@
-"""Load and trace the models in the background from the moment the server starts, so the
+"""Load and compile the models in the background from the moment the server starts, so the
 first heatmap does not wait for a cold start.
 
 A new server process spends most of its first seconds importing TensorFlow, loading each
 model and tracing its compiled passes. ``start()`` (called by app.py when the server starts,
 and at the top of every run, which costs nothing after the first) begins that work on a
-thread of its own, the model the Inspect page opens with first; the pages then find the
-same objects in ``st.cache_resource`` (``ui.state.load``) and the same compiled passes in
-each model's Explainer. This module imports nothing heavy, so a page can show itself
-before TensorFlow has loaded.
+thread of its own: TensorFlow (the pages wait for this import), the model Inspect opens with,
+then, once a page has been shown (a page that needs the pass before then runs it eagerly, see
+``Explainer.eager_until_compiled``), that model's compiled pass, the other models and their
+passes, and last the prediction passes. The pages find the same objects in
+``st.cache_resource`` (``ui.state.load``) and the same compiled passes in each model's
+Explainer. This module imports nothing heavy, so a page can show itself before TensorFlow
+has loaded.
 """
 
 from __future__ import annotations
@@ -33,8 +36,10 @@ class WarmUp:
     imported: threading.Event = field(default_factory=threading.Event)
     #: Set when a page has finished its first run (app.py): the other models wait for it.
     page_shown: threading.Event = field(default_factory=threading.Event)
-    #: Seconds the other models wait for that first page before warming anyway.
+    #: Seconds the warm-up waits for that first page before compiling anyway.
     page_wait: float = 20.0
+    #: Seconds more, once it is shown, for the browser to fetch and draw what it shows.
+    page_grace: float = 2.0
 
     @property
     def done(self) -> bool:
@@ -72,13 +77,18 @@ class WarmUp:
                 self.states[entry.name] = "waiting"
             ready = []
             for number, entry in enumerate(entries):
-                if number == 1:
-                    # The first model is warm: let the page that waited for it draw its heatmap
-                    # (and the browser fetch it) before loading the next model takes the CPU.
-                    self.page_shown.wait(self.page_wait)
-                self.states[entry.name] = "loading and tracing"
+                self.states[entry.name] = "loading" if number == 0 else "loading and tracing"
                 began = time.monotonic()
                 try:
+                    if number == 0:
+                        # The first model loaded, a page that opens now explains its photo
+                        # eagerly (about 1 s); compiling at the same time would slow it down
+                        # (one interpreter lock), so wait until a page has been shown.
+                        warm(entry, compile_pass=False)
+                        self.states[entry.name] = "loaded; tracing after the first page"
+                        if self.page_shown.wait(self.page_wait):
+                            time.sleep(self.page_grace)
+                        self.states[entry.name] = "tracing"
                     warm(entry)
                     self.states[entry.name] = f"ready in {time.monotonic() - began:.1f} s"
                     ready.append(entry)
