@@ -1,17 +1,13 @@
-"""What do a new process's load and first call cost as TensorFlow and Keras come, and as the app runs?
+"""What does Grappler's graph rewriting cost a new process, and what does it buy afterwards?
 
     python bench/first_call.py [--models resnet50 resnet101] [--rounds 2]
 
 Each measurement is a new process that loads a shipped model and times its load, and for the
 engine's pass to every block (Grad-CAM, one photo): its trace, its first call, and the median
-of later calls with batch 1 and 8. Two kinds of process alternate, round by round, so a
-machine that speeds up or slows down hurts both alike:
-  "as they come": Keras's own ``load_model`` and Grappler on (TensorFlow's default);
-  "as the app":   ``explain.keras_file.read_keras_model`` (variables start as zeros, not drawn
-                  from their initialisers, before the file's weights are read into them) and
-                  Grappler off (``ui.warmup.compile_quickly``).
-Only the load differs in the first, only the compiled calls in the second. Prints one line per
-process and the medians with their ratio.
+of later calls with batch 1 and 8. Processes with Grappler on ("as they come", TensorFlow's
+default) and off ("as the app", ``ui.warmup.compile_quickly``) alternate, round by round, so
+a machine that speeds up or slows down hurts both alike. Prints one line per process and the
+medians with their ratio.
 """
 
 from __future__ import annotations
@@ -31,17 +27,12 @@ import json, os, statistics, sys, time
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"; sys.path.insert(0, {root!r})
 if {app}:
     from ui.warmup import compile_quickly; compile_quickly()
-import keras, numpy as np
+import numpy as np
 from explain.explainer import Explainer
 from explain.keras_file import read_keras_model
 from models.registry import completed_card, find
 entry = find({model!r})
-t = time.perf_counter()
-if {app}:
-    model = read_keras_model(entry.path)
-else:
-    model = keras.saving.load_model(entry.path, compile=False, safe_mode=True)
-load = time.perf_counter() - t
+t = time.perf_counter(); model = read_keras_model(entry.path); load = time.perf_counter() - t
 explainer = Explainer.from_card(model, completed_card(entry, model))
 one = explainer.prepare([np.full((*explainer.input_shape[:2], 3), 127, np.uint8)])
 eight = np.repeat(one, 8, axis=0)
