@@ -8,6 +8,7 @@ classes and another kept layer never retrace.
 
 from __future__ import annotations
 
+import atexit
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,18 @@ from explain.images import to_model_input
 from explain.layers import LayerCatalog, catalog
 
 DEFAULT_SIZE = 224
+
+#: Set at exit: background compiles not yet started are skipped, running ones joined (a
+#: TensorFlow trace cut off by the interpreter's exit aborts the process).
+_STOPPING = threading.Event()
+_BACKGROUND: list[threading.Thread] = []
+
+
+@atexit.register
+def _finish_background_compiles() -> None:
+    _STOPPING.set()
+    for thread in _BACKGROUND:
+        thread.join(timeout=120)
 
 
 @dataclass
@@ -57,6 +70,10 @@ class Explainer:
     #: 4.7 s for trace and first call, 0.2 s a call once compiled. The app sets it, and its
     #: warm-up compiles the passes in the background (ui.warmup).
     eager_until_compiled = False
+    #: With ``eager_until_compiled``: seconds after a pass first runs eagerly before it is
+    #: compiled on a background thread (so a page's later photos, methods and classes run
+    #: compiled); None: never, the caller compiles.
+    compile_after: float | None = None
 
     def __init__(
         self,
@@ -88,6 +105,7 @@ class Explainer:
         self._predict = None
         self._scores = None
         self._lock = threading.Lock()
+        self._compiling: dict[tuple, threading.Thread] = {}
         self.traces = 0
 
     @classmethod
@@ -244,6 +262,28 @@ class Explainer:
         blank = np.zeros((1, *self.input_shape), np.float32)
         fn(tf.convert_to_tensor(blank), tf.constant([-1], tf.int32), tf.constant(-1, tf.int32))
 
+    def _compile_later(self, paths: tuple[str, ...], methods: tuple[str, ...]) -> threading.Thread | None:
+        """Start compiling a pass after ``compile_after`` seconds on a thread (once per pass)."""
+        if self.compile_after is None:
+            return None
+        with self._lock:
+            thread = self._compiling.get((paths, methods))
+            if thread is None:
+
+                def compile_soon():
+                    if _STOPPING.wait(self.compile_after):
+                        return  # the interpreter is exiting
+                    try:
+                        self.compile(list(paths), methods)
+                    except Exception:  # noqa: BLE001, S110 - the eager path still works; it just stays eager
+                        pass
+
+                thread = threading.Thread(target=compile_soon, name="cvd-compile", daemon=True)
+                self._compiling[paths, methods] = thread
+                _BACKGROUND.append(thread)
+                thread.start()
+        return thread
+
     def is_compiled(self, layers: Sequence[str] | str, methods: Sequence[str] = ("gradcam",)) -> bool:
         """Return whether the pass for ``layers`` and ``methods`` has been traced."""
         fn = self._passes.get((self._tap_set(layers, None), tuple(methods)))
@@ -288,6 +328,7 @@ class Explainer:
         keep_index = paths.index(keep) if keep is not None else -1
         fn = self._pass_for(paths, tuple(methods))
         if self.eager_until_compiled and fn.experimental_get_tracing_count() == 0:
+            self._compile_later(paths, tuple(methods))
             fn = fn.python_function  # the same code, op by op: no trace to wait for
         probs, logits, targets, cams, kept_a, kept_g = fn(
             tf.convert_to_tensor(batch), tf.convert_to_tensor(target), tf.constant(keep_index, tf.int32)

@@ -222,3 +222,18 @@ def test_eager_until_compiled_gives_the_compiled_maps_without_a_trace(tmp_path):
             ours, theirs = eager.cams[method][layer], compiled.cams[method][layer]
             np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(eager.kept_activations, compiled.kept_activations, rtol=1e-5)
+
+
+def test_a_pass_first_run_eagerly_is_compiled_in_the_background(tmp_path):
+    from tests.test_methods import image, small_conv_model
+
+    explainer = Explainer(small_conv_model(tmp_path), ["a", "b", "c"])
+    explainer.eager_until_compiled, explainer.compile_after = True, 0.0
+    first = explainer.explain(image(0), ["feat"], methods=("layercam",))
+    thread = explainer._compiling[("feat",), ("layercam",)]
+    thread.join(timeout=120)
+    assert explainer.is_compiled(["feat"], ("layercam",)) and explainer.traces == 1
+    again = explainer.explain(image(0), ["feat"], methods=("layercam",))
+    assert explainer.traces == 1 and len(explainer._compiling) == 1  # compiled once, started once
+    before, after = first.cam("feat", method="layercam"), again.cam("feat", method="layercam")
+    np.testing.assert_allclose(before, after, rtol=1e-5)

@@ -215,6 +215,8 @@ def test_inspect_any_layer_reuses_one_pass(user_models):
     at = run("pages/1_Inspect.py", inspect_model="tiny", inspect_blocks_only=False)
     assert_clean(at)
     explainer = load(next(e for e in scan() if e.name == "tiny")).explainer  # the page's cached model
+    for compiling in list(explainer._compiling.values()):
+        compiling.join(timeout=120)  # the first run was eager; its pass compiles in the background
     before = explainer.traces
     for layer in ("conv1", "pool1", "conv2", "pool2", "conv3"):
         at.selectbox(key="inspect_layer").set_value(layer).run()

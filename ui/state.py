@@ -86,7 +86,9 @@ def _load(path: str, mtime: float, card_json: str) -> LoadedModel:
     model = load_model(path)
     card = completed_card(entry, model)
     explainer = Explainer.from_card(model, card)
-    explainer.eager_until_compiled = True  # a page never waits for a trace (ui.warmup compiles)
+    # A page never waits for a trace: it runs a pass eagerly until it is compiled, by the
+    # warm-up (ui.warmup) or, for the passes the warm-up does not know, 3 s after first use.
+    explainer.eager_until_compiled, explainer.compile_after = True, 3.0
     return LoadedModel(card.name, card, explainer, int(model.count_params()))
 
 
