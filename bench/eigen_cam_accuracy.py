@@ -70,7 +70,8 @@ def model_and_photos(count: int, size: int):
     except Exception:  # noqa: BLE001 - no shipped model: random weights still show the gap
         keras.utils.set_random_seed(0)
         model = build_resnet("resnet50", input_size=None)
-    files = sorted(PETS.glob("*.jpg"))[:: max(1, len(sorted(PETS.glob("*.jpg"))) // count)][:count]
+    every = sorted(PETS.glob("*.jpg"))
+    files = every[:: max(1, len(every) // count)][:count]
     if files:
         rgbs = [decode_image(f.read_bytes()) for f in files]
     else:

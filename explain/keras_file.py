@@ -12,7 +12,11 @@ import keras
 
 
 class NotAModel(TypeError):
-    """The file loaded, but holds something other than a Keras model."""
+    """The file loaded, but holds something other than a Keras model (``held``: its type)."""
+
+    def __init__(self, name: str, held: str):
+        super().__init__(f"{name}: holds a {held}, not a Keras model")
+        self.held = held
 
 
 def read_keras_model(path: str | Path) -> keras.Model:
@@ -25,5 +29,5 @@ def read_keras_model(path: str | Path) -> keras.Model:
     path = Path(path)
     model = keras.saving.load_model(path, compile=False, safe_mode=True)
     if not isinstance(model, keras.Model):
-        raise NotAModel(f"{path.name}: holds a {type(model).__name__}, not a Keras model")
+        raise NotAModel(path.name, type(model).__name__)
     return model

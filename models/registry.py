@@ -211,7 +211,7 @@ def _load_keras3(path: Path, shown: str | None = None) -> keras.Model:
     try:
         return read_keras_model(path)
     except NotAModel as err:
-        raise ModelLoadError(f"{shown}: {str(err).split(': ', 1)[1]}") from None
+        raise ModelLoadError(f"{shown}: holds a {err.held}, not a Keras model") from None
     except Exception as err:  # noqa: BLE001 - Keras raises many kinds; all mean "unusable"
         raise ModelLoadError(f"{shown}: {_reason(err)}") from None
 
