@@ -208,11 +208,12 @@ def main() -> None:
         note.caption(f":material/hourglass_top: Warming up (first start only): {warm_up.summary()}")
     if navigation.title != "Home":  # home() shows its title first, then waits
         warm_up.wait_for_tensorflow()  # every page imports TensorFlow; one thread at a time
+    warm_up.page_started()  # background compiles wait until no page has run for a while
     try:
         navigation.run()
     finally:
         note.empty()
-        warm_up.page_shown.set()
+        warm_up.page_finished()
 
 
 if __name__ == "__main__":  # Streamlit runs this file as the app's script, once per page view

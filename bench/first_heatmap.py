@@ -1,6 +1,7 @@
 """How long from ``streamlit run app.py`` to the first heatmap on Inspect, in a real browser?
 
-    python bench/first_heatmap.py [--runs 3] [--baseline REV] [--upload PHOTO] [--out FILE]
+    python bench/first_heatmap.py [--runs 3] [--baseline REV [--baseline-env NAME=VALUE]]
+                                  [--upload PHOTO] [--out FILE]
 
 Each run is a whole new server process, as a user starts it: the clock starts when
 ``streamlit run app.py`` is launched; headless Chromium (already open, as a user's browser is)
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -57,6 +59,9 @@ OVERLAY_SHOWN = """(name) => {
     .some((img) => img.complete && img.naturalWidth > 0));
 }"""
 
+# What the server's warm-up (ui/warmup.py) logs as it goes; older checkouts log nothing.
+WARMUP_STEP = re.compile(r"warm-up: (.+?) at ([0-9.]+) s")
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -71,14 +76,17 @@ def healthy(url: str) -> bool:
         return False
 
 
-def one_run(browser, checkout: Path, upload: Path | None, timeout: float, log: Path) -> dict:
+def one_run(
+    browser, checkout: Path, upload: Path | None, timeout: float, log: Path, extra_env: dict | None = None
+) -> dict:
     """Start a server in ``checkout``, open Inspect, return seconds to the first page and heatmap."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if k != "CVD_MODELS_DIR"}
+    env = {k: v for k, v in os.environ.items() if k != "CVD_MODELS_DIR"} | (extra_env or {})
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
     command += ["--server.address", "127.0.0.1", "--server.headless", "true"]
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    offset = log.stat().st_size if log.exists() else 0
     with open(log, "a") as out:
         start = time.perf_counter()
         server = subprocess.Popen(command, cwd=checkout, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -109,7 +117,10 @@ def one_run(browser, checkout: Path, upload: Path | None, timeout: float, log: P
             server.kill()
     if errors:
         raise RuntimeError(f"the page shows an exception; see {log}")
-    return {"serving": serving, "first_paint": first_paint, "heatmap": heatmap}
+    with open(log, errors="replace") as text:
+        text.seek(offset)
+        steps = {m[1]: float(m[2]) for m in WARMUP_STEP.finditer(text.read())}
+    return {"serving": serving, "first_paint": first_paint, "heatmap": heatmap, "warm_up": steps}
 
 
 def worktree(rev: str, parent: Path) -> Path:
@@ -131,6 +142,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="runs of each app (default 3)")
     parser.add_argument("--baseline", help="a git revision to measure too, alternating run by run")
+    parser.add_argument(
+        "--baseline-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set this in the baseline's environment (e.g. PYTHONPATH=DIR with older packages "
+        "installed by `pip install --target DIR`, to measure a dependency change too)",
+    )
     parser.add_argument("--upload", type=Path, help="upload this photo instead of using the default sample")
     parser.add_argument("--timeout", type=float, default=180, help="seconds one run may take")
     parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
@@ -139,6 +158,7 @@ def main() -> None:
         sys.exit("first_heatmap: Debian's chromium is not installed (bash scripts/setup.sh --test)")
     from playwright.sync_api import sync_playwright
 
+    baseline_env = dict(item.split("=", 1) for item in args.baseline_env)
     scratch = Path(tempfile.mkdtemp(prefix="first_heatmap_"))
     log = scratch / "servers.log"
     apps = {"this checkout": ROOT}
@@ -153,13 +173,17 @@ def main() -> None:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             for run in range(args.runs):
                 for name, checkout in apps.items():
-                    figures = one_run(browser, checkout, args.upload, args.timeout, log)
+                    extra = baseline_env if checkout != ROOT else None
+                    figures = one_run(browser, checkout, args.upload, args.timeout, log, extra)
                     results[name].append(figures)
                     print(
                         f"run {run + 1} {name}: server up {figures['serving']:.1f} s, page shown "
                         f"{figures['first_paint']:.1f} s, first heatmap {figures['heatmap']:.1f} s",
                         flush=True,
                     )
+                    if figures["warm_up"]:  # its clock starts with the server's warm-up
+                        steps = ", ".join(f"{k} {v:.1f}" for k, v in figures["warm_up"].items())
+                        print(f"    warm-up (s after it started): {steps}", flush=True)
             browser.close()
     finally:
         if args.baseline and (scratch / "repo").exists():

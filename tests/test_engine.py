@@ -224,6 +224,24 @@ def test_eager_until_compiled_gives_the_compiled_maps_without_a_trace(tmp_path):
     np.testing.assert_allclose(eager.kept_activations, compiled.kept_activations, rtol=1e-5)
 
 
+def test_a_background_compile_waits_until_the_caller_says_it_may_start(tmp_path):
+    import threading
+    import time
+
+    from tests.test_methods import image, small_conv_model
+
+    explainer = Explainer(small_conv_model(tmp_path), ["a", "b", "c"])
+    gate = threading.Event()
+    explainer.eager_until_compiled, explainer.compile_after = True, 0.0
+    explainer.wait_to_compile = gate.wait
+    explainer.explain(image(0), ["feat"])
+    time.sleep(0.5)
+    assert explainer.traces == 0 and not explainer.is_compiled(["feat"])  # still waiting
+    gate.set()
+    explainer._compiling[("feat",), ("gradcam",)].join(timeout=120)
+    assert explainer.traces == 1 and explainer.is_compiled(["feat"])
+
+
 def test_a_pass_first_run_eagerly_is_compiled_in_the_background(tmp_path):
     from tests.test_methods import image, small_conv_model
 
@@ -237,3 +255,43 @@ def test_a_pass_first_run_eagerly_is_compiled_in_the_background(tmp_path):
     assert explainer.traces == 1 and len(explainer._compiling) == 1  # compiled once, started once
     before, after = first.cam("feat", method="layercam"), again.cam("feat", method="layercam")
     np.testing.assert_allclose(before, after, rtol=1e-5)
+
+
+class _ShapeOnlyByRunning(keras.layers.Layer):
+    """A layer that cannot say its output shape without running (as some legacy layers),
+    once ``refuse`` is set (the functional model is built before)."""
+
+    refuse = False
+
+    def call(self, x):
+        return x * 2.0
+
+    def compute_output_spec(self, x):
+        if self.refuse:
+            raise NotImplementedError("run me to find out")
+        return super().compute_output_spec(x)
+
+
+def test_the_layer_catalogue_learns_shapes_without_running_the_model(monkeypatch):
+    import explain.layers
+
+    calls = []
+    original = explain.layers.walk
+    monkeypatch.setattr(explain.layers, "walk", lambda m, x, cb: (calls.append(x), original(m, x, cb))[1])
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 3, strides=2, name="c1")(inputs)
+    x = keras.layers.Conv2D(6, 3, padding="same", name="c2")(x)
+    out = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x))
+    catalog = explain.layers.catalog(keras.Model(inputs, out), (33, 20, 3))
+    assert [(i.name, i.shape) for i in catalog.layers] == [("c1", (16, 9, 4)), ("c2", (16, 9, 6))]
+    assert len(calls) == 1 and isinstance(calls[0], keras.KerasTensor)  # nothing computed
+
+    calls.clear()
+    inputs = keras.Input((12, 12, 3))
+    odd = _ShapeOnlyByRunning(name="odd")
+    x = odd(keras.layers.Conv2D(5, 3, name="c1")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+    odd.refuse = True
+    catalog = explain.layers.catalog(model, (12, 12, 3))
+    assert [(i.name, i.shape) for i in catalog.layers] == [("c1", (10, 10, 5)), ("odd", (10, 10, 5))]
+    assert len(calls) == 2 and not isinstance(calls[1], keras.KerasTensor)  # it ran on a blank image

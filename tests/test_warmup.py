@@ -73,17 +73,24 @@ def test_the_prediction_pass_is_warmed_after_the_first_heatmaps_pass(small_model
     assert explainer.traces == 2  # the batched prediction was compiled already
 
 
-def test_tensorflow_imports_without_hiding_jax_for_good():
-    # In a new process: TF imported the quick way, then JAX (when installed) imports as usual.
+def test_tensorflow_imports_without_hiding_jax_or_pandas_for_good():
+    # In a new process: TF imported the quick way (Keras has not imported pandas), then JAX
+    # (when installed) and pandas import as usual, and Keras still predicts.
     code = (
         "import sys; from ui.warmup import compile_quickly; compile_quickly(); "
-        "assert 'tensorflow' in sys.modules and sys.modules.get('jax', 0) is not None; "
+        "assert 'tensorflow' in sys.modules and 'pandas' not in sys.modules; "
+        "assert all(sys.modules.get(m, 0) is not None for m in ('jax', 'jaxlib', 'pandas')); "
+        "import pandas, numpy, keras; print('pandas', pandas.DataFrame({'a': [1]}).shape); "
+        "m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]); "
+        "print('predict', m.predict(numpy.ones((3, 2)), verbose=0).shape); "
         "import importlib.util; "
         "print('jax', importlib.util.find_spec('jax') is not None and __import__('jax').__name__)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() in ("jax jax", "jax False")
+    lines = out.stdout.strip().splitlines()
+    assert lines[:2] == ["pandas (1, 1)", "predict (3, 1)"]
+    assert lines[2] in ("jax jax", "jax False")
 
 
 def test_the_warm_up_goes_through_every_model_and_names_a_broken_one(small_model_dir, tmp_path, monkeypatch):
@@ -99,7 +106,7 @@ def test_the_warm_up_goes_through_every_model_and_names_a_broken_one(small_model
     user = [e for e in scan() if e.source == "user"]
     monkeypatch.setattr(ui.state, "registry", lambda: user)
     monkeypatch.setattr(ui.state, "DEFAULT_MODEL", "tiny")
-    warm_up = WarmUp()
+    warm_up = WarmUp(quiet=0.2)
     assert not warm_up.done and "starting" in warm_up.summary()
     # the second model waits until a page has been shown (or page_wait has passed)
     threading.Timer(1.0, warm_up.page_shown.set).start()
@@ -111,6 +118,28 @@ def test_the_warm_up_goes_through_every_model_and_names_a_broken_one(small_model
     assert warm_up.states["tiny"].startswith("ready in ")
     assert warm_up.states["broken"].startswith("failed (broken.keras: the file is damaged")
     assert "tiny: ready in " in warm_up.summary()
+
+
+def test_compiles_wait_until_no_page_has_run_for_a_while():
+    from ui.warmup import WarmUp
+
+    warm_up = WarmUp(quiet=0.4)
+    warm_up.page_started()
+    returned = []
+    waiter = threading.Thread(target=lambda: (warm_up.wait_until_quiet(), returned.append(time.monotonic())))
+    waiter.start()
+    time.sleep(0.6)
+    assert not returned  # a page is running
+    finished = time.monotonic()
+    warm_up.page_finished()
+    assert warm_up.page_shown.is_set() and warm_up.timeline[-1][0] == "first page run ended"
+    waiter.join(timeout=10)
+    assert returned and 0.35 <= returned[0] - finished < 2.0
+    warm_up.quiet_wait = 0.2  # pages back to back: it compiles anyway after quiet_wait
+    warm_up.page_started()
+    began = time.monotonic()
+    warm_up.wait_until_quiet()
+    assert time.monotonic() - began < 1.0
 
 
 def test_the_warm_up_can_be_switched_off(monkeypatch):

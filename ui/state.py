@@ -12,6 +12,7 @@ from explain.explainer import Explainer, Explanation
 from explain.images import MAX_FILE_BYTES, ImageError, decode_image
 from models.card import ModelCard
 from models.registry import ModelLoadError, RegistryEntry, completed_card, load_model, scan
+from ui import warmup
 
 MAX_PHOTOS = 16
 #: The model Inspect opens with and the background warm-up loads first: the shipped ResNet-50
@@ -87,8 +88,10 @@ def _load(path: str, mtime: float, card_json: str) -> LoadedModel:
     card = completed_card(entry, model)
     explainer = Explainer.from_card(model, card)
     # A page never waits for a trace: it runs a pass eagerly until it is compiled, by the
-    # warm-up (ui.warmup) or, for the passes the warm-up does not know, 3 s after first use.
+    # warm-up (ui.warmup) or, for the passes the warm-up does not know, 3 s after first use,
+    # once no page has run for a few seconds (a trace slows everything else down meanwhile).
     explainer.eager_until_compiled, explainer.compile_after = True, 3.0
+    explainer.wait_to_compile = warmup.start().wait_until_quiet
     return LoadedModel(card.name, card, explainer, int(model.count_params()))
 
 

@@ -7,10 +7,12 @@ and at the top of every run, which costs nothing after the first) begins that wo
 thread of its own: TensorFlow (the pages wait for this import), the model Inspect opens with,
 then, once a page has been shown (a page that needs the pass before then runs it eagerly, see
 ``Explainer.eager_until_compiled``), that model's compiled pass, the other models and their
-passes, and last the prediction passes. The pages find the same objects in
-``st.cache_resource`` (``ui.state.load``) and the same compiled passes in each model's
-Explainer. This module imports nothing heavy, so a page can show itself before TensorFlow
-has loaded.
+passes, and last the prediction passes. Each of those steps waits until no page has run for
+a few seconds (:meth:`WarmUp.wait_until_quiet`, which app.py feeds by counting the runs): a
+trace would hold the interpreter lock while the server sends the page's pictures. The pages
+find the same objects in ``st.cache_resource`` (``ui.state.load``) and the same compiled
+passes in each model's Explainer. This module imports nothing heavy, so a page can show
+itself before TensorFlow has loaded.
 """
 
 from __future__ import annotations
@@ -38,8 +40,16 @@ class WarmUp:
     page_shown: threading.Event = field(default_factory=threading.Event)
     #: Seconds the warm-up waits for that first page before compiling anyway.
     page_wait: float = 20.0
-    #: Seconds more, once it is shown, for the browser to fetch and draw what it shows.
-    page_grace: float = 2.0
+    #: Seconds with no page running before a compile starts (:meth:`wait_until_quiet`): the
+    #: browser is still fetching the pictures of the run that just ended.
+    quiet: float = 3.0
+    #: Seconds :meth:`wait_until_quiet` waits at most (pages running back to back).
+    quiet_wait: float = 60.0
+    _running: int = 0
+    _last_run: float = field(default_factory=time.monotonic)
+    _activity: threading.Condition = field(default_factory=threading.Condition)
+    #: What was done when, in seconds from the start: (step, seconds), also logged at INFO.
+    timeline: list[tuple[str, float]] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
@@ -50,6 +60,46 @@ class WarmUp:
         if not self.states:
             return "starting TensorFlow…"
         return "; ".join(f"{name}: {state}" for name, state in list(self.states.items()))
+
+    def mark(self, step: str) -> None:
+        """Record (and log) that ``step`` is done now, for the timeline of a cold start."""
+        seconds = time.monotonic() - self.started
+        self.timeline.append((step, seconds))
+        from streamlit.logger import get_logger
+
+        get_logger(__name__).info("warm-up: %s at %.2f s", step, seconds)
+
+    def page_started(self) -> None:
+        """A page's script began to run (app.py, around every run)."""
+        with self._activity:
+            self._running += 1
+
+    def page_finished(self) -> None:
+        """A page's script has finished its run."""
+        with self._activity:
+            self._running -= 1
+            self._last_run = time.monotonic()
+            self._activity.notify_all()
+        if not self.page_shown.is_set():
+            self.mark("first page run ended")
+            self.page_shown.set()
+
+    def wait_until_quiet(self) -> None:
+        """Return once no page has run for :attr:`quiet` seconds (at most :attr:`quiet_wait`).
+
+        Tracing a pass holds Python's interpreter lock for seconds at a time; started while a
+        page runs, or while the server sends the browser a page's pictures, it delayed the
+        first heatmap by up to 5 s (bench/first_heatmap.py). Returns early when the
+        interpreter is exiting.
+        """
+        give_up = time.monotonic() + self.quiet_wait
+        with self._activity:
+            while threading.main_thread().is_alive():
+                now = time.monotonic()
+                idle = now - self._last_run if self._running == 0 else 0.0
+                if idle >= self.quiet or now >= give_up:
+                    return
+                self._activity.wait(min(self.quiet - idle, give_up - now, 0.2))
 
     def wait_for_tensorflow(self, timeout: float = 300) -> None:
         """Block until the warm-up has imported TensorFlow (at once when it is off or done).
@@ -67,6 +117,7 @@ class WarmUp:
         try:
             try:
                 compile_quickly()
+                self.mark("TensorFlow imported")
             finally:
                 self.imported.set()
             from ui.state import DEFAULT_MODEL, registry, warm, warm_prediction
@@ -77,6 +128,8 @@ class WarmUp:
                 self.states[entry.name] = "waiting"
             ready = []
             for number, entry in enumerate(entries):
+                if number > 0:
+                    self.wait_until_quiet()  # the pages come first
                 self.states[entry.name] = "loading" if number == 0 else "loading and tracing"
                 began = time.monotonic()
                 try:
@@ -85,38 +138,47 @@ class WarmUp:
                         # eagerly (about 1 s); compiling at the same time would slow it down
                         # (one interpreter lock), so wait until a page has been shown.
                         warm(entry, compile_pass=False)
+                        self.mark(f"{entry.name} loaded")
                         self.states[entry.name] = "loaded; tracing after the first page"
-                        if self.page_shown.wait(self.page_wait):
-                            time.sleep(self.page_grace)
+                        self.page_shown.wait(self.page_wait)
+                        self.wait_until_quiet()
                         self.states[entry.name] = "tracing"
                     warm(entry)
+                    self.mark(f"{entry.name} traced")
                     self.states[entry.name] = f"ready in {time.monotonic() - began:.1f} s"
                     ready.append(entry)
                 except Exception as err:  # noqa: BLE001 - a bad file is reported, the rest still warm
                     self.states[entry.name] = f"failed ({' '.join(str(err).split())[:200]})"
             for entry in ready:
+                self.wait_until_quiet()
                 try:
                     warm_prediction(entry)
                 except Exception:  # noqa: BLE001, S112 - the page that needs it will say why
                     continue
         finally:
             self.seconds = time.monotonic() - self.started
+            self.mark("done")
+
+
+#: What TensorFlow and Keras import only when installed, for features the app does not use:
+#: TensorFlow Lite's converter imports JAX (this project installs it for training on a GPU),
+#: and Keras's data adapters import pandas to accept DataFrames in fit() and predict(), which
+#: the app never passes them (it imports pandas later, where a page needs it).
+_NOT_FOR_TENSORFLOW = ("jax", "jaxlib", "pandas")
 
 
 def import_tensorflow_quickly() -> None:
-    """Import TensorFlow without the JAX it would also import (0.6-0.9 s of a cold start).
-
-    TensorFlow Lite's converter imports JAX whenever it is installed (this project installs it
-    for training on a GPU), and nothing in the app uses it. JAX is hidden only while
-    TensorFlow imports, so a later ``import jax`` in this process still works.
+    """Import TensorFlow without the packages above (1.1-1.6 s of a cold start, measured in
+    the README's "Start-up"); each is hidden only while TensorFlow imports, so a later
+    ``import jax`` or ``import pandas`` in this process still works.
     """
     import sys
 
     if "tensorflow" in sys.modules:
         return
-    hidden = [name for name in ("jax", "jaxlib") if name not in sys.modules]
+    hidden = [name for name in _NOT_FOR_TENSORFLOW if name not in sys.modules]
     for name in hidden:
-        sys.modules[name] = None  # makes ``import jax`` raise ImportError, which TF Lite expects
+        sys.modules[name] = None  # makes ``import jax`` raise ImportError, which they expect
     try:
         import tensorflow  # noqa: F401
     finally:
