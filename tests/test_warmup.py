@@ -120,10 +120,10 @@ def test_the_warm_up_goes_through_every_model_and_names_a_broken_one(small_model
     assert "tiny: ready in " in warm_up.summary()
 
 
-def test_compiles_wait_until_no_page_has_run_for_a_while():
+def test_compiles_wait_until_no_page_has_run_for_a_while_or_a_page_runs_long():
     from ui.warmup import WarmUp
 
-    warm_up = WarmUp(quiet=0.4)
+    warm_up = WarmUp(quiet=0.4, long_run=30.0)
     warm_up.page_started()
     returned = []
     waiter = threading.Thread(target=lambda: (warm_up.wait_until_quiet(), returned.append(time.monotonic())))
@@ -135,8 +135,15 @@ def test_compiles_wait_until_no_page_has_run_for_a_while():
     assert warm_up.page_shown.is_set() and warm_up.timeline[-1][0] == "first page run ended"
     waiter.join(timeout=10)
     assert returned and 0.35 <= returned[0] - finished < 2.0
-    warm_up.quiet_wait = 0.2  # pages back to back: it compiles anyway after quiet_wait
+    # a page that has been running for long_run (explaining many photos): compile midway
+    warm_up.long_run = 0.5
     warm_up.page_started()
+    began = time.monotonic()
+    warm_up.wait_until_quiet()
+    assert 0.45 <= time.monotonic() - began < 2.0
+    warm_up.page_finished()
+    warm_up.page_started()  # pages back to back: it compiles anyway after quiet_wait
+    warm_up.long_run, warm_up.quiet_wait = 30.0, 0.2
     began = time.monotonic()
     warm_up.wait_until_quiet()
     assert time.monotonic() - began < 1.0

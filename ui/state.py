@@ -89,7 +89,8 @@ def _load(path: str, mtime: float, card_json: str) -> LoadedModel:
     explainer = Explainer.from_card(model, card)
     # A page never waits for a trace: it runs a pass eagerly until it is compiled, by the
     # warm-up (ui.warmup) or, for the passes the warm-up does not know, 3 s after first use,
-    # once no page has run for a few seconds (a trace slows everything else down meanwhile).
+    # once no page has run for a few seconds or one has run for long (a trace slows
+    # everything else down meanwhile).
     explainer.eager_until_compiled, explainer.compile_after = True, 3.0
     explainer.wait_to_compile = warmup.start().wait_until_quiet
     return LoadedModel(card.name, card, explainer, int(model.count_params()))

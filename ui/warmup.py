@@ -8,8 +8,9 @@ thread of its own: TensorFlow (the pages wait for this import), the model Inspec
 then, once a page has been shown (a page that needs the pass before then runs it eagerly, see
 ``Explainer.eager_until_compiled``), that model's compiled pass, the other models and their
 passes, and last the prediction passes. Each of those steps waits until no page has run for
-a few seconds (:meth:`WarmUp.wait_until_quiet`, which app.py feeds by counting the runs): a
-trace would hold the interpreter lock while the server sends the page's pictures. The pages
+a few seconds, or one has run for long (:meth:`WarmUp.wait_until_quiet`, which app.py feeds
+by counting the runs): a trace would hold the interpreter lock while the server sends the
+page's pictures. The pages
 find the same objects in ``st.cache_resource`` (``ui.state.load``) and the same compiled
 passes in each model's Explainer. This module imports nothing heavy, so a page can show
 itself before TensorFlow has loaded.
@@ -43,10 +44,14 @@ class WarmUp:
     #: Seconds with no page running before a compile starts (:meth:`wait_until_quiet`): the
     #: browser is still fetching the pictures of the run that just ended.
     quiet: float = 3.0
+    #: Seconds a page may run before compiles start anyway: a page that explains many photos
+    #: in one run (Errors, Study) is better off compiled midway than eager to its end.
+    long_run: float = 6.0
     #: Seconds :meth:`wait_until_quiet` waits at most (pages running back to back).
     quiet_wait: float = 60.0
     _running: int = 0
     _last_run: float = field(default_factory=time.monotonic)
+    _run_began: float = 0.0
     _activity: threading.Condition = field(default_factory=threading.Condition)
     #: What was done when, in seconds from the start: (step, seconds), also logged at INFO.
     timeline: list[tuple[str, float]] = field(default_factory=list)
@@ -72,6 +77,8 @@ class WarmUp:
     def page_started(self) -> None:
         """A page's script began to run (app.py, around every run)."""
         with self._activity:
+            if self._running == 0:
+                self._run_began = time.monotonic()
             self._running += 1
 
     def page_finished(self) -> None:
@@ -85,7 +92,8 @@ class WarmUp:
             self.page_shown.set()
 
     def wait_until_quiet(self) -> None:
-        """Return once no page has run for :attr:`quiet` seconds (at most :attr:`quiet_wait`).
+        """Return once no page has run for :attr:`quiet` seconds, or once pages have been
+        running for :attr:`long_run` seconds on end (at most :attr:`quiet_wait`).
 
         Tracing a pass holds Python's interpreter lock for seconds at a time; started while a
         page runs, or while the server sends the browser a page's pictures, it delayed the
@@ -96,10 +104,13 @@ class WarmUp:
         with self._activity:
             while threading.main_thread().is_alive():
                 now = time.monotonic()
-                idle = now - self._last_run if self._running == 0 else 0.0
-                if idle >= self.quiet or now >= give_up:
+                if self._running:
+                    ready_in = self._run_began + self.long_run - now
+                else:
+                    ready_in = self._last_run + self.quiet - now
+                if ready_in <= 0 or now >= give_up:
                     return
-                self._activity.wait(min(self.quiet - idle, give_up - now, 0.2))
+                self._activity.wait(min(ready_in, give_up - now, 0.2))
 
     def wait_for_tensorflow(self, timeout: float = 300) -> None:
         """Block until the warm-up has imported TensorFlow (at once when it is off or done).
