@@ -10,10 +10,9 @@ then, once a page has been shown (a page that needs the pass before then runs it
 passes, and last the prediction passes. Each of those steps waits until no page has run for
 a few seconds, or one has run for long (:meth:`WarmUp.wait_until_quiet`, which app.py feeds
 by counting the runs): a trace would hold the interpreter lock while the server sends the
-page's pictures. The pages
-find the same objects in ``st.cache_resource`` (``ui.state.load``) and the same compiled
-passes in each model's Explainer. This module imports nothing heavy, so a page can show
-itself before TensorFlow has loaded.
+page's pictures. The pages find the same objects in ``st.cache_resource``
+(``ui.state.load``) and the same compiled passes in each model's Explainer. This module
+imports nothing heavy, so a page can show itself before TensorFlow has loaded.
 """
 
 from __future__ import annotations
