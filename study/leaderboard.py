@@ -13,7 +13,8 @@ layer) gives one map, scored by:
 - Average Drop / Increase in Confidence (Chattopadhay et al. 2018; lower / higher),
 - pointing game and energy share on the animal (higher; chance is the animal's share),
 - randomisation similarity: rank correlation and SSIM of the map with the same method's map
-  on the model with every weight re-initialised (Adebayo et al. 2018; nearer 0 is better),
+  on the model with every weight re-initialised (Adebayo et al. 2018; the mean of their
+  absolute values over the photos, nearer 0 is better),
 - seconds to make the map on this machine, the median over the photos (one-pass CAMs share
   one pass: its time).
 
@@ -50,7 +51,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "random_ssim": ("randomisation |SSIM|", "lower"),
     "seconds": ("seconds per photo", "lower"),
 }
-#: Metrics ranked by their absolute value (closest to 0 is best).
+#: Metrics averaged over the photos as absolute values (closest to 0 is best).
 UNSIGNED = ("random_spearman", "random_ssim")
 #: Figures kept per cell without a rank (context for the ranked ones).
 EXTRA = ("road_morf", "road_lerf", "chance")
@@ -248,7 +249,13 @@ def aggregate(records: list[dict], meta: dict) -> dict:
             bucket = cells.setdefault(key, {})
             for name in (*METRICS, *EXTRA):
                 if name in cell:
-                    bucket.setdefault(name, []).append(cell[name])
+                    value = cell[name]
+                    if name in UNSIGNED and value is not None:
+                        # A map inverted by the randomisation depends on the weights as much as
+                        # an unchanged one: the mean of |similarity|, as Adebayo et al.'s
+                        # "absolute" variant (a mean of signed values could cancel to 0).
+                        value = abs(value)
+                    bucket.setdefault(name, []).append(value)
     order = {m: i for i, m in enumerate(METHODS)}
     layers = meta["layers"]
     keys = sorted(cells, key=lambda k: (layers.index(k[1]) if k[1] in layers else -1, order.get(k[0], 99)))
@@ -272,11 +279,9 @@ def aggregate(records: list[dict], meta: dict) -> dict:
     for row in rows:
         row["rank"], row["rank_at_layer"] = {}, {}
     for name, (_label, better) in METRICS.items():
-        # Randomisation: an inverted map depends on the weights as much as an unrelated one
-        # does not; what is ranked is how far the similarity is from 0 (its absolute value).
+        # Randomisation: the rows hold the mean |similarity| (see above), ranked as it is.
         def value(row: dict, name: str = name) -> float:
-            got = row.get(name, np.nan)
-            return abs(got) if name in UNSIGNED and got is not None else got
+            return row.get(name, np.nan)
 
         for row, r in zip(rows, rank([value(row) for row in rows], better)):
             row["rank"][name] = r

@@ -80,6 +80,27 @@ def test_aggregate_ranks_by_hand():
     assert standing(board, "layercam", "a") is None
 
 
+def test_randomisation_similarity_is_the_mean_of_its_absolute_values():
+    # +0.6 on one photo and -0.6 on the other: the randomised maps follow the trained ones
+    # (once inverted) as closely as a method at +0.6 on both, and far more than one at 0.1.
+    meta = {"layers": ["a"], "class_names": ["cat", "dog"]}
+    cell = lambda m, rho: {"method": m, "layer": "a", "random_spearman": rho}  # noqa: E731
+    signs = [(0, 1, 1), (1, -1, -1)]  # (label, sign for gradcam, sign for hirescam)
+    records = [
+        {
+            "label": label,
+            "predicted": label,
+            "cells": [cell("gradcam", 0.6 * g), cell("layercam", 0.6), cell("hirescam", 0.1 * h)],
+        }
+        for label, g, h in signs
+    ]
+    rows = {r["method"]: r for r in aggregate(records, meta)["rows"]}
+    assert rows["gradcam"]["random_spearman"] == pytest.approx(0.6)
+    assert rows["hirescam"]["random_spearman"] == pytest.approx(0.1)
+    assert rows["hirescam"]["rank"]["random_spearman"] == 1
+    assert rows["gradcam"]["rank"]["random_spearman"] == rows["layercam"]["rank"]["random_spearman"] == 2
+
+
 @pytest.mark.slow
 def test_leaderboard_on_a_tiny_model(tmp_path):
     import keras
