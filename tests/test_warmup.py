@@ -197,3 +197,15 @@ def test_a_first_visit_straight_to_inspect_gets_the_app_and_the_warm_up_note(tmp
     finally:
         server.kill()  # mid-warm-up: nothing to save
         server.wait(timeout=30)
+
+
+def test_a_process_that_exits_during_the_warm_up_exits_cleanly():
+    # The warm-up is loading the shipped ResNet-50 (TensorFlow's C++ code on its thread) when
+    # the interpreter exits: it finishes that step and stops, instead of an abort (status 134).
+    code = (
+        "import time; from ui import warmup; w = warmup.start(); w.imported.wait(300); "
+        "time.sleep(0.5); print('states', w.states)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "states" in out.stdout

@@ -92,7 +92,7 @@ def _load(path: str, mtime: float, card_json: str) -> LoadedModel:
     # once no page has run for a few seconds or one has run for long (a trace slows
     # everything else down meanwhile).
     explainer.eager_until_compiled, explainer.compile_after = True, 3.0
-    explainer.wait_to_compile = warmup.start().wait_until_quiet
+    explainer.wait_to_compile = warmup.wait_until_quiet
     return LoadedModel(card.name, card, explainer, int(model.count_params()))
 
 

@@ -17,6 +17,7 @@ imports nothing heavy, so a page can show itself before TensorFlow has loaded.
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 import time
@@ -52,6 +53,8 @@ class WarmUp:
     _last_run: float = field(default_factory=time.monotonic)
     _run_began: float = 0.0
     _activity: threading.Condition = field(default_factory=threading.Condition)
+    #: Set as the interpreter exits: the warm-up stops after the step it is in (see _stop).
+    stopping: threading.Event = field(default_factory=threading.Event)
     #: What was done when, in seconds from the start: (step, seconds), also logged at INFO.
     timeline: list[tuple[str, float]] = field(default_factory=list)
 
@@ -140,6 +143,8 @@ class WarmUp:
             for number, entry in enumerate(entries):
                 if number > 0:
                     self.wait_until_quiet()  # the pages come first
+                if self.stopping.is_set():
+                    return
                 self.states[entry.name] = "loading" if number == 0 else "loading and tracing"
                 began = time.monotonic()
                 try:
@@ -152,6 +157,8 @@ class WarmUp:
                         self.states[entry.name] = "loaded; tracing after the first page"
                         self.page_shown.wait(self.page_wait)
                         self.wait_until_quiet()
+                        if self.stopping.is_set():
+                            return
                         self.states[entry.name] = "tracing"
                     warm(entry)
                     self.mark(f"{entry.name} traced")
@@ -161,6 +168,8 @@ class WarmUp:
                     self.states[entry.name] = f"failed ({' '.join(str(err).split())[:200]})"
             for entry in ready:
                 self.wait_until_quiet()
+                if self.stopping.is_set():
+                    return
                 try:
                     warm_prediction(entry)
                 except Exception:  # noqa: BLE001, S112 - the page that needs it will say why
@@ -213,6 +222,30 @@ def compile_quickly() -> None:
 
 _lock = threading.Lock()
 _current: WarmUp | None = None
+
+
+def wait_until_quiet() -> None:
+    """The process's warm-up's :meth:`WarmUp.wait_until_quiet`; returns at once where app.py
+    has not started one (a page run on its own, as in tests). Starts nothing."""
+    current = _current
+    if current is not None:
+        current.wait_until_quiet()
+
+
+@atexit.register
+def _stop() -> None:
+    """As the interpreter exits, let the warm-up finish the step it is in and stop.
+
+    A thread still inside TensorFlow's C++ code when the interpreter finalises is unwound by
+    force, which TensorFlow's code turns into an abort ("FATAL: exception not rethrown"):
+    stopping a server during its warm-up exited with status 134.
+    """
+    current = _current
+    if current is None or current.thread is None:
+        return
+    current.stopping.set()
+    current.page_shown.set()
+    current.thread.join(timeout=120)
 
 
 def start() -> WarmUp:
