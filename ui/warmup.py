@@ -93,14 +93,14 @@ class WarmUp:
             self.mark("first page run ended")
             self.page_shown.set()
 
-    def wait_until_quiet(self) -> None:
+    def wait_until_quiet(self) -> bool:
         """Return once no page has run for :attr:`quiet` seconds, or once pages have been
         running for :attr:`long_run` seconds on end (at most :attr:`quiet_wait`).
 
         Tracing a pass holds Python's interpreter lock for seconds at a time; started while a
         page runs, or while the server sends the browser a page's pictures, it delayed the
-        first heatmap by up to 5 s (bench/first_heatmap.py). Returns early when the
-        interpreter is exiting.
+        first heatmap by up to 5 s (bench/first_heatmap.py). Returns early, and False, when
+        the interpreter is exiting (the warm-up then stops).
         """
         give_up = time.monotonic() + self.quiet_wait
         with self._activity:
@@ -111,8 +111,9 @@ class WarmUp:
                 else:
                     ready_in = self._last_run + self.quiet - now
                 if ready_in <= 0 or now >= give_up:
-                    return
+                    return not self.stopping.is_set()
                 self._activity.wait(min(ready_in, give_up - now, 0.2))
+        return False
 
     def wait_for_tensorflow(self, timeout: float = 300) -> None:
         """Block until the warm-up has imported TensorFlow (at once when it is off or done).
@@ -141,9 +142,7 @@ class WarmUp:
                 self.states[entry.name] = "waiting"
             ready = []
             for number, entry in enumerate(entries):
-                if number > 0:
-                    self.wait_until_quiet()  # the pages come first
-                if self.stopping.is_set():
+                if number > 0 and not self.wait_until_quiet():  # the pages come first
                     return
                 self.states[entry.name] = "loading" if number == 0 else "loading and tracing"
                 began = time.monotonic()
@@ -156,8 +155,7 @@ class WarmUp:
                         self.mark(f"{entry.name} loaded")
                         self.states[entry.name] = "loaded; tracing after the first page"
                         self.page_shown.wait(self.page_wait)
-                        self.wait_until_quiet()
-                        if self.stopping.is_set():
+                        if not self.wait_until_quiet():
                             return
                         self.states[entry.name] = "tracing"
                     warm(entry)
@@ -167,8 +165,7 @@ class WarmUp:
                 except Exception as err:  # noqa: BLE001 - a bad file is reported, the rest still warm
                     self.states[entry.name] = f"failed ({' '.join(str(err).split())[:200]})"
             for entry in ready:
-                self.wait_until_quiet()
-                if self.stopping.is_set():
+                if not self.wait_until_quiet():
                     return
                 try:
                     warm_prediction(entry)
