@@ -9,7 +9,9 @@ opens the Inspect page the moment the server answers its health check, and the c
 when the first Grad-CAM overlay image has loaded in the page (for the default sample photo,
 or for ``--upload PHOTO``, uploaded as soon as the page offers the file input). Also
 recorded: when the page first showed anything (its title, or the note of what is still
-warming up), so a blank wait shows up too.
+warming up), so a blank wait shows up too, and when the whole page was there (its feature
+maps, drawn after the heatmap: on a fresh server the first heatmap comes from the model file
+read as plain TensorFlow ops, ``ui.first_look``, before Keras has built the model).
 
 ``--baseline REV`` measures an older commit in the same run, alternating old and new run by
 run (so a machine that slows down or speeds up hurts both alike): it checks REV out with
@@ -59,6 +61,15 @@ OVERLAY_SHOWN = """(name) => {
     .some((img) => img.complete && img.naturalWidth > 0));
 }"""
 
+# True once the full page is there: the feature maps of the layer (drawn after the heatmap).
+# On a fresh server Inspect first shows a heatmap from the model file read as plain ops
+# (ui.first_look), then the whole page once Keras has built the model; both are timed.
+FEATURE_MAPS_SHOWN = """() => [...document.querySelectorAll('[data-testid="stImage"]')]
+  .filter((el) => !el.closest('[data-stale="true"]'))
+  .some((el) => ((el.querySelector('[data-testid="stImageCaption"]') || {}).innerText || '')
+    .startsWith('channels by mean activation')
+    && [...el.querySelectorAll('img')].some((img) => img.complete && img.naturalWidth > 0))"""
+
 # What the server's warm-up (ui/warmup.py) logs as it goes; older checkouts log nothing.
 WARMUP_STEP = re.compile(r"warm-up: (.+?) at ([0-9.]+) s")
 
@@ -107,6 +118,8 @@ def one_run(
             OVERLAY_SHOWN, arg=upload.name if upload else "", timeout=timeout * 1000, polling=50
         )
         heatmap = time.perf_counter() - start
+        page.wait_for_function(FEATURE_MAPS_SHOWN, timeout=timeout * 1000, polling=50)
+        full_page = time.perf_counter() - start
         errors = page.locator('[data-testid="stException"]').count()
     finally:
         page.close()
@@ -120,7 +133,13 @@ def one_run(
     with open(log, errors="replace") as text:
         text.seek(offset)
         steps = {m[1]: float(m[2]) for m in WARMUP_STEP.finditer(text.read())}
-    return {"serving": serving, "first_paint": first_paint, "heatmap": heatmap, "warm_up": steps}
+    return {
+        "serving": serving,
+        "first_paint": first_paint,
+        "heatmap": heatmap,
+        "full_page": full_page,
+        "warm_up": steps,
+    }
 
 
 def worktree(rev: str, parent: Path) -> Path:
@@ -178,7 +197,8 @@ def main() -> None:
                     results[name].append(figures)
                     print(
                         f"run {run + 1} {name}: server up {figures['serving']:.1f} s, page shown "
-                        f"{figures['first_paint']:.1f} s, first heatmap {figures['heatmap']:.1f} s",
+                        f"{figures['first_paint']:.1f} s, first heatmap {figures['heatmap']:.1f} s, "
+                        f"whole page (feature maps) {figures['full_page']:.1f} s",
                         flush=True,
                     )
                     if figures["warm_up"]:  # its clock starts with the server's warm-up
@@ -192,9 +212,12 @@ def main() -> None:
     for name, runs in results.items():
         shown = summary([r["first_paint"] for r in runs])
         print(f"{name}: first heatmap {summary([r['heatmap'] for r in runs])}; page shown {shown}")
+        print(f"{' ' * len(name)}  whole page {summary([r['full_page'] for r in runs])}")
     if args.baseline:
         old, new = (statistics.median(r["heatmap"] for r in runs) for runs in results.values())
         print(f"new / baseline (medians): {new / old:.2f}")
+        old, new = (statistics.median(r["full_page"] for r in runs) for runs in results.values())
+        print(f"whole page, new / baseline (medians): {new / old:.2f}")
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -15,6 +15,12 @@ _RESNET_BLOCK = re.compile(r"^conv(?P<stage>\d)_block(?P<block>\d+)_out$")
 _RESNET_STAGE = re.compile(r"^(?P<stage>conv\d)_")
 _INCEPTION_BLOCK = re.compile(r"^mixed\d+$")
 
+
+def is_resnet_block(name: str) -> bool:
+    """Whether a layer's name is a Keras ResNet's residual block output ("conv4_block6_out")."""
+    return bool(_RESNET_BLOCK.match(name))
+
+
 #: Layers whose 4-D output shows nothing new about where the network looks.
 _NOT_EXPLAINABLE = (
     keras.layers.BatchNormalization,

@@ -10,6 +10,7 @@ from explain.methods import METHODS, ONE_PASS, names
 from explain.overlay import COLORMAPS, colorize
 from explain.report import Section, html_report, zip_of_pngs
 from study.leaderboard import standing, standing_sentence
+from ui import first_look
 from ui.method_compare import board_for, independent_of, method_map_of, photo_scores, random_logit_of
 from ui.render import layer_label, overlay_for, png_bytes
 from ui.state import (
@@ -38,18 +39,25 @@ with st.sidebar:
     )
     colormap = st.selectbox("Colormap", list(COLORMAPS), key="inspect_colormap")
     opacity = st.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="inspect_opacity")
-loaded = loaded_or_stop(entry)
-explainer = loaded.explainer
-st.caption(
-    f"{loaded.name}: {loaded.card.architecture}, input {explainer.input_shape[0]}×"
-    f"{explainer.input_shape[1]}×{explainer.input_shape[2]}, classes {', '.join(explainer.class_names)}"
-)
-if loaded.card.notes:
-    st.caption(loaded.card.notes)
-
+header = st.container()  # the model's caption, once it is loaded
 photos, errors = photo_inputs("inspect")
 for message in errors:
     st.error(message)
+# A fresh server: the prediction and Grad-CAM from the file read as plain TensorFlow ops,
+# about 2 s before Keras has built the model (ui.first_look); the full page replaces it.
+first_look_area = st.empty()
+if first_look.wanted(entry, photos, method):
+    with first_look_area.container():
+        first_look.show(entry, photos[0], colormap, opacity)
+loaded = loaded_or_stop(entry)
+explainer = loaded.explainer
+with header:
+    st.caption(
+        f"{loaded.name}: {loaded.card.architecture}, input {explainer.input_shape[0]}×"
+        f"{explainer.input_shape[1]}×{explainer.input_shape[2]}, classes {', '.join(explainer.class_names)}"
+    )
+    if loaded.card.notes:
+        st.caption(loaded.card.notes)
 if not photos:
     st.info("Upload a photo or pick a sample to begin.")
     st.stop()
@@ -90,6 +98,7 @@ else:
     with st.spinner("Explaining…"):
         probs = explain(loaded, photo, paths, -1, (in_pass,), keep=kept).probabilities[0]
 predicted = int(probs.argmax())
+first_look_area.empty()
 
 left, right = st.columns([1, 1])
 with left:

@@ -53,6 +53,11 @@ class WarmUp:
     _last_run: float = field(default_factory=time.monotonic)
     _run_began: float = 0.0
     _activity: threading.Condition = field(default_factory=threading.Condition)
+    #: Set when a page asks for a model (ui.state.load): the warm-up's first load goes ahead.
+    model_asked: threading.Event = field(default_factory=threading.Event)
+    #: Seconds after the TensorFlow import that the first load waits for a page that is not
+    #: running yet (no browser connected): then it loads anyway.
+    no_page_wait: float = 1.0
     #: Set as the interpreter exits: the warm-up stops after the step it is in (see _stop).
     stopping: threading.Event = field(default_factory=threading.Event)
     #: What was done when, in seconds from the start: (step, seconds), also logged at INFO.
@@ -115,6 +120,26 @@ class WarmUp:
                 self._activity.wait(min(ready_in, give_up - now, 0.2))
         return False
 
+    def wait_for_first_load(self) -> None:
+        """Return when the first model should load: once a page asks for a model, a page
+        run has ended, or (no page running) :attr:`no_page_wait` seconds have passed.
+
+        Inspect's first run first draws a heatmap from the model file read as plain
+        TensorFlow ops (ui.first_look, about 1 s), and only then asks for the Keras model.
+        Building that model here at the same time held the interpreter lock the first look
+        needed; a page that wants the model at once (Layer depth) asks for it at once.
+        """
+        give_up = time.monotonic() + self.no_page_wait
+        with self._activity:
+            while not (self.model_asked.is_set() or self.page_shown.is_set() or self.stopping.is_set()):
+                if not self._running and time.monotonic() >= give_up:
+                    return
+                self._activity.wait(0.05)
+
+    def ask_for_model(self) -> None:
+        """A page is about to load a model (ui.state.load): the first load need not wait."""
+        self.model_asked.set()
+
     def wait_for_tensorflow(self, timeout: float = 300) -> None:
         """Block until the warm-up has imported TensorFlow (at once when it is off or done).
 
@@ -151,6 +176,7 @@ class WarmUp:
                         # The first model loaded, a page that opens now explains its photo
                         # eagerly (about 1 s); compiling at the same time would slow it down
                         # (one interpreter lock), so wait until a page has been shown.
+                        self.wait_for_first_load()
                         warm(entry, compile_pass=False)
                         self.mark(f"{entry.name} loaded")
                         self.states[entry.name] = "loaded; tracing after the first page"
@@ -219,6 +245,13 @@ def compile_quickly() -> None:
 
 _lock = threading.Lock()
 _current: WarmUp | None = None
+
+
+def ask_for_model() -> None:
+    """Tell the process's warm-up (if app.py started one) that a page wants a model now."""
+    current = _current
+    if current is not None:
+        current.ask_for_model()
 
 
 def wait_until_quiet() -> None:

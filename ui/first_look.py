@@ -1,0 +1,82 @@
+"""Inspect's first heatmap on a fresh server, drawn while Keras is still building the model.
+
+On a cold start Keras needs about 3 s to build the default model from its file; the same file
+read as data and run as plain TensorFlow ops (``explain.plain_graph``) gives the prediction
+and the Grad-CAM of every block in about 1 s, the same maps to float rounding. The page shows
+that first, in a placeholder, then loads the model as usual and draws the full page in its
+place, from this same result (``ui.state.keep_first_look``): the pass is not run twice. Any
+model the reader cannot run (or without a card saying how its pixels are scaled) simply gets
+no first look.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from models.registry import RegistryEntry
+from ui.state import Photo, is_loaded, keep_first_look
+
+
+def wanted(entry: RegistryEntry | None, photos: list[Photo], method: str) -> bool:
+    """Whether this run should draw a first look: a fresh server (the model is not loaded
+    yet), one photo, Grad-CAM, a ``.keras`` file with a card."""
+    return (
+        entry is not None
+        and len(photos) == 1
+        and method == "gradcam"
+        and entry.has_card
+        and entry.path.suffix == ".keras"
+        and not is_loaded(entry)
+    )
+
+
+def show(entry: RegistryEntry, photo: Photo, colormap: str, opacity: float) -> bool:
+    """Draw the prediction and Grad-CAM of ``photo`` from the plain graph; return whether drawn.
+
+    Nothing is drawn when the file is one the plain reader does not run: the full page, which
+    loads the model with Keras, follows either way.
+    """
+    from explain.images import to_model_input
+    from explain.plain_graph import PlainGraph, PlainGraphError, first_look
+    from ui.render import overlay_for
+
+    try:
+        graph = PlainGraph.read(entry.path)
+        prep = entry.card.preprocessing
+        channels = int(graph.input_shape[2] or prep.channels)
+        inside = prep.rescale_inside_model
+        x = to_model_input(
+            photo.rgb,
+            tuple(prep.input_size),
+            channels,
+            1.0 if inside else prep.scale,
+            0.0 if inside else prep.offset,
+            prep.feeding(channels),
+        )
+        layers = graph.blocks or [p for p in (graph.last_spatial,) if p]
+        if not layers:
+            return False
+        look = first_look(graph, x, layers, keep=layers[-1], class_names=entry.card.class_names)
+    except (PlainGraphError, ValueError, OSError):
+        return False
+    # The page asks for this same pass (every block, Grad-CAM, the predicted class, the last
+    # block kept) once the model is loaded: it gets this result instead of running it again.
+    keep_first_look(str(entry.path), photo, look)
+    names = look.class_names
+    probabilities = look.probabilities[0]
+    predicted, target, layer = int(probabilities.argmax()), int(look.targets[0]), look.layers[-1]
+    picture, _ = overlay_for(photo.rgb, look.cam(layer), opacity, colormap)
+    left, right = st.columns([1, 1])
+    with left:
+        st.subheader(f"Prediction: {names[predicted]} ({probabilities[predicted]:.1%})")
+        st.progress(float(probabilities[predicted]))
+        st.caption(" · ".join(f"{n}: {p:.1%}" for n, p in zip(names, probabilities)))
+        st.image(photo.rgb, caption=photo.name, width="stretch")
+    with right:
+        st.subheader(f"Grad-CAM for “{names[target]}”")
+        st.image(picture, caption=f"{layer} · Grad-CAM · class {names[target]}", width="stretch")
+        st.caption(
+            ":material/hourglass_top: A first look while the model loads (first start only): "
+            "the layer, class and method choices, feature maps and scores follow in a moment."
+        )
+    return True
