@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
+import tensorflow as tf
 from keras.src.models.functional import Functional
 
 OutputCallback = Callable[[str, keras.layers.Layer, Any], None]
@@ -74,12 +75,43 @@ class _Walker:
                 kwargs["training"] = False
             if path == self.linear_head:
                 out = _call_without_activation(layer, *args, **kwargs)
+            elif _is_strided_pointwise(layer) and len(args) == 1 and isinstance(args[0], tf.Tensor):
+                out = _strided_pointwise(layer, args[0])
             else:
                 out = layer(*args, **kwargs)
         # a callback may return a tensor that replaces the layer's output downstream
         # (Ablation-CAM zeroes channels, guided backprop wraps ReLU outputs)
         replaced = self.on_output(path, layer, out)
         return out if replaced is None else replaced
+
+
+def _is_strided_pointwise(layer: keras.layers.Layer) -> bool:
+    """A plain 1x1 convolution with a stride (ResNet shortcuts, small custom CNNs)."""
+    return (
+        type(layer) is keras.layers.Conv2D
+        and tuple(layer.kernel_size) == (1, 1)
+        and tuple(layer.strides) != (1, 1)
+        and tuple(layer.dilation_rate) == (1, 1)
+        and layer.groups == 1
+        and layer.data_format == "channels_last"
+    )
+
+
+def _strided_pointwise(layer: keras.layers.Conv2D, x: tf.Tensor) -> tf.Tensor:
+    """The layer's output computed as every stride-th pixel, then the 1x1 convolution.
+
+    The same numbers (a 1x1 kernel reads only the pixels the stride lands on, and neither
+    padding adds any), but the gradient is a strided slice's: TensorFlow 2.21's oneDNN
+    gradient of a strided 1x1 convolution with few channels (1 to 8, on 16 to 56 px inputs)
+    corrupts the heap and aborts the process (README, "Known problems").
+    """
+    dtype = layer.compute_dtype
+    rows, cols = layer.strides
+    x = tf.cast(x, dtype)[:, ::rows, ::cols, :]
+    y = tf.nn.convolution(x, tf.cast(layer.kernel, dtype), 1, "VALID")
+    if layer.use_bias:
+        y = tf.nn.bias_add(y, tf.cast(layer.bias, dtype))
+    return layer.activation(y)
 
 
 def _call_without_activation(layer: keras.layers.Layer, *args: Any, **kwargs: Any) -> Any:

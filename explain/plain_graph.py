@@ -93,8 +93,13 @@ def _conv2d(c: dict, w: list[np.ndarray]) -> Callable:
     )
     bias = w[1] if c.get("use_bias", True) else None
 
+    pointwise = tuple(w[0].shape[:2]) == (1, 1) and strides != [1, 1] and dilation == [1, 1]
+
     def run(x):
-        y = tf.nn.convolution(x, w[0], strides, padding, dilations=dilation)  # as Keras calls it
+        if pointwise:  # every stride-th pixel, then 1x1: see explain.graph._strided_pointwise
+            y = tf.nn.convolution(x[:, :: strides[0], :: strides[1], :], w[0], 1, "VALID")
+        else:
+            y = tf.nn.convolution(x, w[0], strides, padding, dilations=dilation)  # as Keras calls it
         return act(y if bias is None else tf.nn.bias_add(y, bias))
 
     return run

@@ -10,7 +10,7 @@ import tensorflow as tf
 from explain.cams import normalize
 from explain.explainer import Explainer
 from models.build import build_resnet, nest_backbone
-from tests.conftest import random_photo, save_and_reload
+from tests.conftest import ROOT, random_photo, save_and_reload
 
 SIZE = 96
 
@@ -295,3 +295,45 @@ def test_the_layer_catalogue_learns_shapes_without_running_the_model(monkeypatch
     catalog = explain.layers.catalog(model, (12, 12, 3))
     assert [(i.name, i.shape) for i in catalog.layers] == [("c1", (10, 10, 5)), ("odd", (10, 10, 5))]
     assert len(calls) == 2 and not isinstance(calls[1], keras.KerasTensor)  # it ran on a blank image
+
+
+_STRIDED_POINTWISE = """
+import sys
+import keras, numpy as np
+from explain.explainer import Explainer
+from explain.plain_graph import PlainGraph, first_look
+keras.utils.set_random_seed(0)
+image = keras.Input((24, 24, 3))
+x = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="early")(image)
+x = keras.layers.Conv2D(3, 1, strides=2, name="pointwise")(x)
+x = keras.layers.Conv2D(3, 1, strides=2, padding="same", activation="relu", name="again")(x)
+x = keras.layers.GlobalAveragePooling2D()(x)
+model = keras.Model(image, keras.layers.Dense(2, activation="softmax")(x))
+batch = np.random.default_rng(0).uniform(0, 1, (2, 24, 24, 3)).astype(np.float32)
+explainer = Explainer(model, input_size=(24, 24))
+result = explainer.explain(batch, ["early", "again"], methods=("gradcam", "layercam"), keep="early")
+np.testing.assert_allclose(result.probabilities, model(batch).numpy(), rtol=1e-5, atol=1e-6)
+assert np.abs(result.kept_gradients).max() > 0  # the gradient went through both strided convs
+model.save(sys.argv[1])
+look = first_look(PlainGraph.read(sys.argv[1]), batch[0], ["early"], keep="early")
+np.testing.assert_allclose(look.kept_gradients[0], result.kept_gradients[0], rtol=1e-4, atol=1e-7)
+print("explained")
+"""
+
+
+def test_a_strided_1x1_convolution_with_few_channels_is_explained_without_a_crash(tmp_path):
+    """TensorFlow 2.21's oneDNN gradient of such a convolution corrupts the heap and aborts
+    the process (README, "Known problems"); the engine's walk and the plain graph take every
+    stride-th pixel first instead. Run in a process of its own, so that a regression fails
+    this test rather than killing the test run."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _STRIDED_POINTWISE, str(tmp_path / "m.keras")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and "explained" in done.stdout, done.stderr[-2000:]
