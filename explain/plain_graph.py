@@ -396,17 +396,22 @@ def first_look(
     layers: Sequence[str] | None = None,
     keep: str | None = None,
     class_names: Sequence[str] | None = None,
+    first: Callable[[Explanation], object] | None = None,
 ) -> Explanation:
     """Return the engine's :class:`~explain.explainer.Explanation` of one model input ``x``
     (H, W, C) for its predicted class: Grad-CAM at ``layers`` (default: the ResNet block
     outputs, else the last spatial layer), ``keep``'s activations and gradients; eagerly.
+
+    ``first``, where given, is called with the explanation of the last of ``layers`` alone as
+    soon as it is ready: its gradient needs the backward pass through the head only, the other
+    layers' the whole network's, so a page can draw the last block's map before that runs.
     """
     layers = list(layers or graph.blocks or ([graph.last_spatial] if graph.last_spatial else []))
     if not layers:
         raise PlainGraphError("no spatial layer before the head")
     wanted = set(layers)
     taps: dict[str, tf.Tensor] = {}
-    with tf.GradientTape(watch_accessed_variables=False) as tape:
+    with tf.GradientTape(watch_accessed_variables=False, persistent=first is not None) as tape:
 
         def record(name: str, out: tf.Tensor) -> None:
             if name in wanted:
@@ -425,21 +430,26 @@ def first_look(
     missing = wanted - set(taps)
     if missing:
         raise PlainGraphError(f"no layer {sorted(missing)[0]!r}")
-    gradients = tape.gradient(score, [taps[p] for p in layers])
-    gradients = [tf.zeros_like(taps[p]) if g is None else g for p, g in zip(layers, gradients)]
-    cams = {p: grad_cam(taps[p], g).numpy() for p, g in zip(layers, gradients)}
     names = list(class_names or [])
     if len(names) != head.n_classes:
         names = [f"class {i}" for i in range(head.n_classes)]
-    kept = layers.index(keep) if keep in wanted else None
-    return Explanation(
-        probabilities=probabilities.numpy(),
-        logits=logits.numpy(),
-        targets=targets.numpy(),
-        class_names=names,
-        cams={"gradcam": cams},
-        kept_layer=keep if kept is not None else None,
-        kept_activations=taps[keep].numpy() if kept is not None else None,
-        kept_gradients=gradients[kept].numpy() if kept is not None else None,
-        layers=layers,
-    )
+
+    def explanation(paths: list[str]) -> Explanation:
+        gradients = tape.gradient(score, [taps[p] for p in paths])
+        gradients = [tf.zeros_like(taps[p]) if g is None else g for p, g in zip(paths, gradients)]
+        kept = paths.index(keep) if keep in paths else None
+        return Explanation(
+            probabilities=probabilities.numpy(),
+            logits=logits.numpy(),
+            targets=targets.numpy(),
+            class_names=names,
+            cams={"gradcam": {p: grad_cam(taps[p], g).numpy() for p, g in zip(paths, gradients)}},
+            kept_layer=keep if kept is not None else None,
+            kept_activations=taps[keep].numpy() if kept is not None else None,
+            kept_gradients=gradients[kept].numpy() if kept is not None else None,
+            layers=paths,
+        )
+
+    if first is not None:
+        first(explanation(layers[-1:]))
+    return explanation(layers)

@@ -237,3 +237,15 @@ def test_inspect_on_a_fresh_server_shows_the_first_look_then_the_full_page_from_
     at.radio(key="inspect_class").set_value(0).run()
     assert not at.exception, [e.message for e in at.exception]
     assert passes, "another class must run the engine (the first look explains the predicted one)"
+
+
+def test_the_last_layer_is_handed_on_before_the_others(tmp_path):
+    residual_model("softmax").save(tmp_path / "m.keras")
+    graph = PlainGraph.read(tmp_path / "m.keras")
+    x = _photo(40)
+    seen = []
+    whole = first_look(graph, x, ["block_out", "joined"], keep="joined", first=seen.append)
+    assert len(seen) == 1 and seen[0].layers == ["joined"] and seen[0].kept_layer == "joined"
+    np.testing.assert_array_equal(seen[0].cam("joined"), whole.cam("joined"))
+    np.testing.assert_array_equal(seen[0].probabilities, whole.probabilities)
+    assert whole.layers == ["block_out", "joined"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from explain.explainer import Explanation
 from models.registry import RegistryEntry
 from ui.state import Photo, is_loaded, keep_first_look
 
@@ -33,12 +34,13 @@ def wanted(entry: RegistryEntry | None, photos: list[Photo], method: str) -> boo
 def show(entry: RegistryEntry, photo: Photo, colormap: str, opacity: float) -> bool:
     """Draw the prediction and Grad-CAM of ``photo`` from the plain graph; return whether drawn.
 
-    Nothing is drawn when the file is one the plain reader does not run: the full page, which
-    loads the model with Keras, follows either way.
+    The last block's map is drawn as soon as it is ready (it needs the backward pass through
+    the head only); the other blocks' follow for the page (see below). Nothing is drawn when
+    the file is one the plain reader does not run: the full page, which loads the model with
+    Keras, follows either way.
     """
     from explain.images import to_model_input
     from explain.plain_graph import PlainGraph, PlainGraphError, first_look
-    from ui.render import overlay_for
 
     try:
         graph = PlainGraph.read(entry.path)
@@ -56,12 +58,25 @@ def show(entry: RegistryEntry, photo: Photo, colormap: str, opacity: float) -> b
         layers = graph.blocks or [p for p in (graph.last_spatial,) if p]
         if not layers:
             return False
-        look = first_look(graph, x, layers, keep=layers[-1], class_names=entry.card.class_names)
+        look = first_look(
+            graph,
+            x,
+            layers,
+            keep=layers[-1],
+            class_names=entry.card.class_names,
+            first=lambda last: _draw(last, photo, colormap, opacity),
+        )
     except (PlainGraphError, ValueError, OSError):
         return False
     # The page asks for this same pass (every block, Grad-CAM, the predicted class, the last
     # block kept) once the model is loaded: it gets this result instead of running it again.
     keep_first_look(str(entry.path), photo, look)
+    return True
+
+
+def _draw(look: Explanation, photo: Photo, colormap: str, opacity: float) -> None:
+    from ui.render import overlay_for
+
     names = look.class_names
     probabilities = look.probabilities[0]
     predicted, target, layer = int(probabilities.argmax()), int(look.targets[0]), look.layers[-1]
@@ -79,4 +94,3 @@ def show(entry: RegistryEntry, photo: Photo, colormap: str, opacity: float) -> b
             ":material/hourglass_top: A first look while the model loads (first start only): "
             "the layer, class and method choices, feature maps and scores follow in a moment."
         )
-    return True
