@@ -18,6 +18,7 @@ imports nothing heavy, so a page can show itself before TensorFlow has loaded.
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import threading
 import time
@@ -77,9 +78,7 @@ class WarmUp:
         """Record (and log) that ``step`` is done now, for the timeline of a cold start."""
         seconds = time.monotonic() - self.started
         self.timeline.append((step, seconds))
-        from streamlit.logger import get_logger
-
-        get_logger(__name__).info("warm-up: %s at %.2f s", step, seconds)
+        _logger().info("warm-up: %s at %.2f s", step, seconds)
 
     def page_started(self) -> None:
         """A page's script began to run (app.py, around every run)."""
@@ -245,6 +244,14 @@ def compile_quickly() -> None:
 
 _lock = threading.Lock()
 _current: WarmUp | None = None
+
+
+@functools.cache
+def _logger():
+    """Streamlit's logger for this module (imported on first use: this module stays light)."""
+    from streamlit.logger import get_logger
+
+    return get_logger(__name__)
 
 
 def ask_for_model() -> None:
