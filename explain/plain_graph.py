@@ -259,8 +259,14 @@ class PlainGraph:
             raise PlainGraphError(f"{path.name}: not a readable .keras file ({err})") from err
         import h5py
 
-        with h5py.File(io.BytesIO(weights_bytes), "r") as weights:
-            return cls._from_config(config, weights)
+        try:
+            with h5py.File(io.BytesIO(weights_bytes), "r") as weights:
+                return cls._from_config(config, weights)
+        except PlainGraphError:
+            raise
+        except (OSError, KeyError, TypeError, AttributeError, IndexError, ValueError) as err:
+            # a config or weights file of another shape than Keras 3 writes
+            raise PlainGraphError(f"{path.name}: not a model this reader follows ({err!r})") from err
 
     @classmethod
     def _from_config(cls, config: dict, weights) -> PlainGraph:
@@ -316,8 +322,10 @@ class PlainGraph:
                 if len(nodes_in) != 1:
                     raise PlainGraphError(f"layer {name!r} is used {len(nodes_in)} times")
                 inputs = _history(nodes_in[0].get("args", []))
-            if arity == 1 and len(inputs) != 1:
-                raise PlainGraphError(f"layer {name!r} takes one input, the file gives {len(inputs)}")
+                if _history(nodes_in[0].get("kwargs", {})):
+                    raise PlainGraphError(f"layer {name!r} is given a tensor by keyword")
+            if (arity == 1 and len(inputs) != 1) or (arity is None and len(inputs) < 2):
+                raise PlainGraphError(f"layer {name!r} is given {len(inputs)} inputs")
             constants = [tf.constant(v) for v in values]
             activation = (
                 str(c.get("activation", "linear"))

@@ -249,3 +249,23 @@ def test_the_last_layer_is_handed_on_before_the_others(tmp_path):
     np.testing.assert_array_equal(seen[0].cam("joined"), whole.cam("joined"))
     np.testing.assert_array_equal(seen[0].probabilities, whole.probabilities)
     assert whole.layers == ["block_out", "joined"]
+
+
+def test_a_config_of_another_shape_is_refused_not_crashed_on(tmp_path):
+    """Keys missing or of the wrong type, as a hand-edited or foreign file may have."""
+    import json
+    import zipfile
+
+    residual_model("softmax").save(tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(members["config.json"])
+    for layer in config["config"]["layers"]:
+        if layer["name"] == "stem":
+            del layer["config"]["strides"]
+    members["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(tmp_path / "edited.keras", "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    with pytest.raises(PlainGraphError, match="not a model this reader follows"):
+        PlainGraph.read(tmp_path / "edited.keras")

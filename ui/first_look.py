@@ -40,7 +40,7 @@ def show(entry: RegistryEntry, photo: Photo, colormap: str, opacity: float) -> b
     Keras, follows either way.
     """
     from explain.images import to_model_input
-    from explain.plain_graph import PlainGraph, PlainGraphError, first_look
+    from explain.plain_graph import PlainGraph, first_look
 
     try:
         graph = PlainGraph.read(entry.path)
@@ -66,8 +66,8 @@ def show(entry: RegistryEntry, photo: Photo, colormap: str, opacity: float) -> b
             class_names=entry.card.class_names,
             first=lambda last: _draw(last, photo, colormap, opacity),
         )
-    except (PlainGraphError, ValueError, OSError):
-        return False
+    except Exception:  # noqa: BLE001 - a shortcut only (PlainGraphError: a file it does not
+        return False  # read); whatever fails here, the full page, loaded by Keras, follows
     # The page asks for this same pass (every block, Grad-CAM, the predicted class, the last
     # block kept) once the model is loaded: it gets this result instead of running it again.
     keep_first_look(str(entry.path), photo, look)
