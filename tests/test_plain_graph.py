@@ -133,24 +133,44 @@ def test_what_it_cannot_run_it_refuses(tmp_path):
         PlainGraph.read(tmp_path / "junk.keras")
 
 
-def test_weights_that_do_not_match_the_config_are_refused(tmp_path):
-    """A file whose config says 8 filters but whose weights hold 4 is not run with a guess."""
+def _edited_copy(folder: Path, edit) -> Path:
+    """A copy of a saved residual model whose config.json ``edit(layer)`` changed, layer by layer."""
     import json
     import zipfile
 
-    residual_model("softmax").save(tmp_path / "m.keras")
-    with zipfile.ZipFile(tmp_path / "m.keras") as archive:
+    residual_model("softmax").save(folder / "m.keras")
+    with zipfile.ZipFile(folder / "m.keras") as archive:
         members = {name: archive.read(name) for name in archive.namelist()}
     config = json.loads(members["config.json"])
     for layer in config["config"]["layers"]:
-        if layer["name"] == "stem":
-            layer["config"]["filters"] = 4
+        edit(layer)
     members["config.json"] = json.dumps(config).encode()
-    with zipfile.ZipFile(tmp_path / "edited.keras", "w") as archive:
+    with zipfile.ZipFile(folder / "edited.keras", "w") as archive:
         for name, data in members.items():
             archive.writestr(name, data)
+    return folder / "edited.keras"
+
+
+def test_weights_that_do_not_match_the_config_are_refused(tmp_path):
+    """A file whose config says 4 filters but whose weights hold 8 is not run with a guess."""
+
+    def fewer_filters(layer):
+        if layer["name"] == "stem":
+            layer["config"]["filters"] = 4
+
     with pytest.raises(PlainGraphError, match="do not match"):
-        PlainGraph.read(tmp_path / "edited.keras")
+        PlainGraph.read(_edited_copy(tmp_path, fewer_filters))
+
+
+def test_a_config_of_another_shape_is_refused_not_crashed_on(tmp_path):
+    """Keys missing or of the wrong type, as a hand-edited or foreign file may have."""
+
+    def no_strides(layer):
+        if layer["name"] == "stem":
+            del layer["config"]["strides"]
+
+    with pytest.raises(PlainGraphError, match="not a model this reader follows"):
+        PlainGraph.read(_edited_copy(tmp_path, no_strides))
 
 
 def test_the_shipped_resnet50_as_the_engine():
@@ -249,23 +269,3 @@ def test_the_last_layer_is_handed_on_before_the_others(tmp_path):
     np.testing.assert_array_equal(seen[0].cam("joined"), whole.cam("joined"))
     np.testing.assert_array_equal(seen[0].probabilities, whole.probabilities)
     assert whole.layers == ["block_out", "joined"]
-
-
-def test_a_config_of_another_shape_is_refused_not_crashed_on(tmp_path):
-    """Keys missing or of the wrong type, as a hand-edited or foreign file may have."""
-    import json
-    import zipfile
-
-    residual_model("softmax").save(tmp_path / "m.keras")
-    with zipfile.ZipFile(tmp_path / "m.keras") as archive:
-        members = {name: archive.read(name) for name in archive.namelist()}
-    config = json.loads(members["config.json"])
-    for layer in config["config"]["layers"]:
-        if layer["name"] == "stem":
-            del layer["config"]["strides"]
-    members["config.json"] = json.dumps(config).encode()
-    with zipfile.ZipFile(tmp_path / "edited.keras", "w") as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    with pytest.raises(PlainGraphError, match="not a model this reader follows"):
-        PlainGraph.read(tmp_path / "edited.keras")
