@@ -49,7 +49,12 @@ first_look_area = st.empty()
 if first_look.wanted(entry, photos, method):
     with first_look_area.container():
         first_look.show(entry, photos[0], colormap, opacity)
-loaded = loaded_or_stop(entry)
+loaded = None
+try:
+    loaded = loaded_or_stop(entry)
+finally:
+    if loaded is None:  # the model did not load (the page says why): no stale first look
+        first_look_area.empty()
 explainer = loaded.explainer
 with header:
     st.caption(

@@ -250,9 +250,19 @@ def test_inspect_on_a_fresh_server_shows_the_first_look_then_the_full_page_from_
     assert any(h.startswith("Grad-CAM for") for h in headers), headers
     assert any(h.startswith("Feature maps of conv3_block1_out") for h in headers), headers
     assert not any("A first look" in c.value for c in at.caption)  # replaced by the full page
-    seen = list(ui.state._FIRST_LOOK.values())
+    seen = [result for _, result in ui.state._FIRST_LOOK.values()]
     assert len(seen) == 1 and seen[0].layers == ["conv2_block1_out", "conv3_block1_out"]
     assert passes == [], "the page ran the engine's pass again instead of using the first look's"
+    at.run()
+    assert passes == []  # a rerun with the same choices still matches it
+
+    # Pixels other than the page's own (another card's size or scaling) must not be reused.
+    ((key, (model_input, result)),) = ui.state._FIRST_LOOK.items()
+    ui.state._FIRST_LOOK[key] = (model_input * 0.5, result)
+    at.run()
+    assert passes, "pixels that differ from the page's were reused"
+    passes.clear()
+    ui.state._FIRST_LOOK[key] = (model_input, result)
 
     at.radio(key="inspect_class").set_value(0).run()
     assert not at.exception, [e.message for e in at.exception]

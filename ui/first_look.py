@@ -70,7 +70,7 @@ def show(entry: RegistryEntry, photo: Photo, colormap: str, opacity: float) -> b
         return False  # read); whatever fails here, the full page, loaded by Keras, follows
     # The page asks for this same pass (every block, Grad-CAM, the predicted class, the last
     # block kept) once the model is loaded: it gets this result instead of running it again.
-    keep_first_look(str(entry.path), photo, look)
+    keep_first_look(str(entry.path), photo, x, look)
     return True
 
 

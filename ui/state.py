@@ -182,22 +182,30 @@ def _explain(
 
 #: (model file, photo digest) -> the first look's explanation (ui.first_look), the page's
 #: first result while it matches what the page asks: a fresh server's first pass is not run twice.
-_FIRST_LOOK: dict[tuple[str, str], Explanation] = {}
+_FIRST_LOOK: dict[tuple[str, str], tuple[np.ndarray, Explanation]] = {}
 
 
-def keep_first_look(path: str, photo: Photo, result: Explanation) -> None:
-    """Keep the first look's explanation of ``photo`` by the model in ``path`` (only the last)."""
+def keep_first_look(path: str, photo: Photo, model_input: np.ndarray, result: Explanation) -> None:
+    """Keep the first look's explanation of ``photo`` (fed to the model in ``path`` as
+    ``model_input``); only the last one is kept."""
     _FIRST_LOOK.clear()
-    _FIRST_LOOK[str(path), photo.digest] = result
+    _FIRST_LOOK[str(path), photo.digest] = (model_input, result)
 
 
 def _from_first_look(
     loaded: LoadedModel, photo: Photo, layers: list[str], target: int, methods: tuple, keep: str | None
 ) -> Explanation | None:
-    seen = _FIRST_LOOK.get((loaded.path, photo.digest))
-    if seen is None or target != -1 or tuple(methods) != ("gradcam",) or keep != seen.kept_layer:
+    kept = _FIRST_LOOK.get((loaded.path, photo.digest))
+    if kept is None:
+        return None
+    model_input, seen = kept
+    if target != -1 or tuple(methods) != ("gradcam",) or keep != seen.kept_layer:
         return None
     if list(layers) != seen.layers or seen.class_names != loaded.explainer.class_names:
+        return None
+    # the same pixels as the page's explainer would feed (its card may size or scale them
+    # differently from the registry's card the first look read)
+    if not np.array_equal(loaded.explainer.prepare([photo.rgb])[0], model_input):
         return None
     return seen
 
