@@ -85,8 +85,15 @@ class _Walker:
         return out if replaced is None else replaced
 
 
+#: Strided 1x1 convolutions with fewer input channels than this take :func:`_strided_pointwise`.
+#: The crash was seen with 1 to 8 channels, never with 32 (scripts/onednn_strided_crash.py);
+#: wider ones (ResNet's shortcuts, 256 and more) keep TensorFlow's kernel: the workaround's
+#: slice cost ResNet-50's pass 3-5 % there.
+POINTWISE_WORKAROUND_CHANNELS = 64
+
+
 def _is_strided_pointwise(layer: keras.layers.Layer) -> bool:
-    """A plain 1x1 convolution with a stride (ResNet shortcuts, small custom CNNs)."""
+    """A plain 1x1 convolution with a stride and few input channels (small custom CNNs)."""
     return (
         type(layer) is keras.layers.Conv2D
         and tuple(layer.kernel_size) == (1, 1)
@@ -94,6 +101,7 @@ def _is_strided_pointwise(layer: keras.layers.Layer) -> bool:
         and tuple(layer.dilation_rate) == (1, 1)
         and layer.groups == 1
         and layer.data_format == "channels_last"
+        and int(layer.kernel.shape[-2]) < POINTWISE_WORKAROUND_CHANNELS
     )
 
 

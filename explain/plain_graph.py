@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from explain.cams import grad_cam
 from explain.explainer import Explanation
+from explain.graph import POINTWISE_WORKAROUND_CHANNELS
 from explain.heads import Head
 from explain.layers import is_resnet_block
 
@@ -93,7 +94,12 @@ def _conv2d(c: dict, w: list[np.ndarray]) -> Callable:
     )
     bias = w[1] if c.get("use_bias", True) else None
 
-    pointwise = tuple(w[0].shape[:2]) == (1, 1) and strides != [1, 1] and dilation == [1, 1]
+    pointwise = (
+        tuple(w[0].shape[:2]) == (1, 1)
+        and strides != [1, 1]
+        and dilation == [1, 1]
+        and int(w[0].shape[2]) < POINTWISE_WORKAROUND_CHANNELS
+    )
 
     def run(x):
         if pointwise:  # every stride-th pixel, then 1x1: see explain.graph._strided_pointwise
