@@ -39,22 +39,13 @@ def show(entry: RegistryEntry, photo: Photo, colormap: str, opacity: float) -> b
     the file is one the plain reader does not run: the full page, which loads the model with
     Keras, follows either way.
     """
-    from explain.images import to_model_input
     from explain.plain_graph import PlainGraph, first_look
 
     try:
         graph = PlainGraph.read(entry.path)
         prep = entry.card.preprocessing
-        channels = int(graph.input_shape[2] or prep.channels)
-        inside = prep.rescale_inside_model
-        x = to_model_input(
-            photo.rgb,
-            tuple(prep.input_size),
-            channels,
-            1.0 if inside else prep.scale,
-            0.0 if inside else prep.offset,
-            prep.feeding(channels),
-        )
+        # the card's whole recipe, as Explainer.from_card feeds the model
+        x = prep.feeding(int(graph.input_shape[2] or prep.channels))(photo.rgb)
         layers = graph.blocks or [p for p in (graph.last_spatial,) if p]
         if not layers:
             return False
