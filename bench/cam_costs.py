@@ -8,7 +8,9 @@ outputs at 224 px (batch 1), compiled with tf.function; each variant timed in tu
   Grad-CAM                  the denominator of the engine's speed target
   5 gradient CAMs, shared   explain.cams.layer_cams (the engine's way)
   5 gradient CAMs, apart    each CAM's textbook formula on its own (the baseline)
-  Eigen-CAM                 the engine's block Krylov method
+  all 6 one-pass CAMs        explain.cams.layer_cams with Eigen-CAM too (what the target counts)
+  Eigen-CAM                 the engine's block Krylov method, alone
+  Eigen-CAM, before         the method it replaced (bench/eigen_cam_before.py), alone
   Gram matrices             the smaller Gram matrix of every block, nothing else
 ``--xla`` adds each variant compiled with XLA (jit_compile=True).
 """
@@ -28,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from bench.eigen_cam_before import eigen_cam_before  # noqa: E402
 from explain.cams import layer_cams  # noqa: E402
 
 SHAPES = [(56, 56, 256)] * 3 + [(28, 28, 512)] * 4 + [(14, 14, 1024)] * 6 + [(7, 7, 2048)] * 3
@@ -69,7 +72,11 @@ VARIANTS = {
         layer_cams(a, g, GRADIENT_CAMS) for a, g in zip(acts, grads)
     ],
     "5 gradient CAMs, apart": lambda acts, grads: [apart(a, g) for a, g in zip(acts, grads)],
+    "all 6 one-pass CAMs": lambda acts, grads: [
+        layer_cams(a, g, (*GRADIENT_CAMS, "eigencam")) for a, g in zip(acts, grads)
+    ],
     "Eigen-CAM": lambda acts, grads: [layer_cams(a, None, ("eigencam",)) for a in acts],
+    "Eigen-CAM, before": lambda acts, grads: [eigen_cam_before(a) for a in acts],
     "Gram matrices": lambda acts, grads: [gram(a) for a in acts],
 }
 

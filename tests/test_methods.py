@@ -9,7 +9,7 @@ import pytest
 
 from explain import attributions
 from explain.ablation_cam import ablation_cam
-from explain.cams import CAM_FUNCTIONS, eigen_cam, grad_cam, hires_cam, xgrad_cam
+from explain.cams import CAM_FUNCTIONS, eigen_cam, grad_cam, hires_cam, layer_cams, xgrad_cam
 from explain.explainer import Explainer
 from explain.methods import KINDS, METHODS, ONE_PASS, PIXEL, SLOW_CAM, labels, method_map, names
 from explain.score_cam import channel_masks, score_cam
@@ -100,6 +100,25 @@ def test_eigen_cam_of_a_wide_layer_with_a_small_gap_matches_an_svd():
     expected = numpy_eigen_cam(a[0])
     ours = eigen_cam(a, None).numpy()[0]
     assert np.abs(ours - expected).max() <= 5e-3 * expected.max()
+
+
+def test_eigen_cam_beside_the_gradient_cams_is_the_same_map():
+    # With the gradient CAMs, Eigen-CAM's first Krylov block comes out of their matrix product
+    # and the column means from their activation sums; alone it makes both itself. Both must be
+    # the SVD's map, for each of two images (past the exact route: 12 x 12 positions, 80 channels).
+    rng = np.random.default_rng(2)
+    h, w, c = 12, 12, 80
+    pattern = rng.normal(size=(2, h, w, 1))
+    a = pattern * rng.normal(size=(2, 1, 1, c)) + 0.3 * rng.normal(size=(2, h, w, c)) + 2.0
+    a = a.astype(np.float32)
+    g = rng.normal(size=a.shape).astype(np.float32)
+    alone = eigen_cam(a, None).numpy()
+    shared = layer_cams(a, g, names(ONE_PASS))
+    np.testing.assert_allclose(shared["eigencam"].numpy(), alone, rtol=1e-4, atol=1e-4 * alone.max())
+    np.testing.assert_allclose(shared["gradcam"].numpy(), grad_cam(a, g).numpy(), rtol=1e-5, atol=1e-6)
+    for i in range(2):
+        expected = numpy_eigen_cam(a[i])
+        assert np.abs(alone[i] - expected).max() <= 1e-3 * expected.max()
 
 
 def small_conv_model(tmp_path, units: int = 3) -> keras.Model:
