@@ -12,7 +12,7 @@ from explain.report import Section, html_report, zip_of_pngs
 from study.leaderboard import standing, standing_sentence
 from ui import first_look
 from ui.method_compare import board_for, independent_of, method_map_of, photo_scores, random_logit_of
-from ui.render import layer_label, overlay_for, png_bytes
+from ui.render import heatmap_figure, layer_label, overlay_for, photo_figure, png_bytes, prediction_header
 from ui.state import (
     DEFAULT_MODEL,
     explain,
@@ -107,9 +107,7 @@ first_look_area.empty()
 
 left, right = st.columns([1, 1])
 with left:
-    st.subheader(f"Prediction: {explainer.class_names[predicted]} ({probs[predicted]:.1%})")
-    st.progress(float(probs[predicted]))
-    st.caption(" · ".join(f"{n}: {p:.1%}" for n, p in zip(explainer.class_names, probs)))
+    prediction_header(explainer.class_names, probs)
     class_options = ["predicted"] + list(range(len(explainer.class_names)))
     choice = st.radio(
         "Explain the class",
@@ -131,7 +129,7 @@ with left:
         format_func=lambda p: layer_label(catalog[p]),
         key="inspect_layer",
     )
-    st.image(photo.rgb, caption=f"{photo.name} ({photo.rgb.shape[1]}×{photo.rgb.shape[0]})", width="stretch")
+    photo_figure(photo.rgb, photo.name)
 
 # One cached pass for every layer in the list.
 with st.spinner("Explaining…"):
@@ -149,10 +147,7 @@ picture, scaled = overlay_for(photo.rgb, cam, opacity, colormap)
 method_name = labels[method]
 board = board_for(entry.path, loaded.name)
 with right:
-    st.subheader(f"{method_name} for “{explainer.class_names[target]}”")
-    st.image(
-        picture, caption=f"{layer} · {method_name} · class {explainer.class_names[target]}", width="stretch"
-    )
+    heatmap_figure(picture, layer, method_name, explainer.class_names[target])
     if not scaled.ok:
         st.warning(f"No meaningful heatmap: {scaled.message}.")
     st.caption(

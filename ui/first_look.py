@@ -66,21 +66,16 @@ def show(entry: RegistryEntry, photo: Photo, colormap: str, opacity: float) -> b
 
 
 def _draw(look: Explanation, photo: Photo, colormap: str, opacity: float) -> None:
-    from ui.render import overlay_for
+    from ui.render import heatmap_figure, overlay_for, photo_figure, prediction_header
 
-    names = look.class_names
-    probabilities = look.probabilities[0]
-    predicted, target, layer = int(probabilities.argmax()), int(look.targets[0]), look.layers[-1]
+    names, layer, target = look.class_names, look.layers[-1], int(look.targets[0])
     picture, _ = overlay_for(photo.rgb, look.cam(layer), opacity, colormap)
     left, right = st.columns([1, 1])
     with left:
-        st.subheader(f"Prediction: {names[predicted]} ({probabilities[predicted]:.1%})")
-        st.progress(float(probabilities[predicted]))
-        st.caption(" · ".join(f"{n}: {p:.1%}" for n, p in zip(names, probabilities)))
-        st.image(photo.rgb, caption=photo.name, width="stretch")
+        prediction_header(names, look.probabilities[0])
+        photo_figure(photo.rgb, photo.name)
     with right:
-        st.subheader(f"Grad-CAM for “{names[target]}”")
-        st.image(picture, caption=f"{layer} · Grad-CAM · class {names[target]}", width="stretch")
+        heatmap_figure(picture, layer, "Grad-CAM", names[target])
         st.caption(
             ":material/hourglass_top: A first look while the model loads (first start only): "
             "the layer, class and method choices, feature maps and scores follow in a moment."
