@@ -13,8 +13,11 @@ from PIL import Image
 from tests.conftest import ROOT
 
 SIDE = 8
-# The logit is a left-to-right ramp over the grey level: a photo and its mirror disagree.
+# The logit is a left-to-right ramp over the grey level (a photo and its mirror disagree) plus
+# half a top-to-bottom one, which a mirror keeps: without it the mean of a photo and its mirror
+# would be exactly 0.5 for every photo, and the flipped accuracy a matter of rounding.
 RAMP = ((np.arange(SIDE) - (SIDE - 1) / 2) / 4.0)[None, :].repeat(SIDE, axis=0)
+WEIGHTS = RAMP + 0.5 * RAMP.T
 
 
 def lopsided_model() -> keras.Model:
@@ -25,14 +28,14 @@ def lopsided_model() -> keras.Model:
     outputs = keras.layers.Dense(1, activation="sigmoid", name="head")(flat)
     model = keras.Model(inputs, outputs)
     model.get_layer("grey").set_weights([np.full((1, 1, 3, 1), 1 / (3 * 255), np.float32)])
-    model.get_layer("head").set_weights([RAMP.reshape(-1, 1).astype(np.float32), np.zeros(1, np.float32)])
+    model.get_layer("head").set_weights([WEIGHTS.reshape(-1, 1).astype(np.float32), np.zeros(1, np.float32)])
     return model
 
 
 def by_hand(rgb: np.ndarray) -> float:
     """Return the lopsided model's probability of class 1, worked out in NumPy."""
     grey = rgb.astype(np.float64).mean(axis=2) / 255
-    return float(1 / (1 + np.exp(-(grey * RAMP).sum())))
+    return float(1 / (1 + np.exp(-(grey * WEIGHTS).sum())))
 
 
 def photos(seed: int, n: int) -> list[np.ndarray]:
@@ -98,6 +101,8 @@ def test_evaluate_with_tta_on_a_labels_csv_folder(tmp_path):
     p_plain = np.array([by_hand(rgb) for rgb in rgbs])
     p_flip = (p_plain + np.array([by_hand(rgb[:, ::-1]) for rgb in rgbs])) / 2
     labels = files.labels
+    assert np.abs(p_flip - 0.5).min() > 1e-4  # no photo on the fence: the accuracy is not rounding
+    assert len(set((p_flip > 0.5).tolist())) == 2  # and the mirrored mean still answers both ways
     for result, p in ((plain, p_plain), (flipped, p_flip)):
         assert result.accuracy == pytest.approx(np.mean((p > 0.5) == (labels == 1)))
         want_loss = -np.mean(np.where(labels == 1, np.log(p), np.log(1 - p)))
